@@ -1,0 +1,113 @@
+"""Scaled dot-product attention and multi-head attention (chapter 1).
+
+Shapes: B batch, H heads, Lq / Lk query / key lengths, D model width, d = D / H head width.
+Masks follow Hugging Face: in a padding mask 1 (or True) means "attend", 0 means "padding".
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def expand_padding_mask(attention_mask: Tensor, batch: int, key_len: int) -> Tensor:
+    """Turn a (B, Lk) padding mask into a boolean (B, 1, 1, Lk) mask that broadcasts over heads
+    and queries. A mask that is already 3-D (B, Lq, Lk) or 4-D is only checked and cast."""
+    if attention_mask.dim() == 2:
+        if attention_mask.shape != (batch, key_len):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, seq_len) = "
+                f"({batch}, {key_len})"
+            )
+        attention_mask = attention_mask[:, None, None, :]
+    elif attention_mask.dim() == 3:
+        attention_mask = attention_mask[:, None, :, :]
+    elif attention_mask.dim() != 4:
+        raise ValueError(f"attention_mask must be 2-D, 3-D or 4-D, got {attention_mask.dim()}-D")
+    if attention_mask.shape[-1] != key_len:
+        raise ValueError(
+            f"attention_mask's last dimension is {attention_mask.shape[-1]}, but there are {key_len} keys"
+        )
+    return attention_mask.bool() if attention_mask.dtype != torch.bool else attention_mask
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attention_mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+) -> Tuple[Tensor, Tensor]:
+    """softmax(q kᵀ / √d) v, written out so that the weights can be returned.
+
+    q: (..., Lq, d), k: (..., Lk, d), v: (..., Lk, dv); attention_mask: boolean or 0/1, broadcastable
+    to (..., Lq, Lk), True/1 = keep. Returns (output (..., Lq, dv), weights (..., Lq, Lk)).
+    A query row whose keys are all masked gets all-zero weights and a zero output (not NaN),
+    as `torch.nn.functional.scaled_dot_product_attention` does.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if attention_mask is not None:
+        keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+        # The most negative finite number instead of -inf: a fully masked row stays finite.
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1).masked_fill(~keep, 0.0)
+    else:
+        weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection.
+
+    The fused weight is the concatenation [W_q; W_k; W_v] of shape (3D, D), so Hugging Face's
+    separate `query`, `key`, `value` weights load by concatenation (see `bertbook.hf`).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
+            )
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=bias)
+        self.out = nn.Linear(hidden_size, hidden_size, bias=bias)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, H, L, d)"""
+        b, l, _ = x.shape
+        return x.view(b, l, self.num_heads, self.head_dim).transpose(1, 2)
+
+    @staticmethod
+    def merge_heads(x: Tensor) -> Tensor:
+        """(B, H, L, d) -> (B, L, D)"""
+        b, h, l, d = x.shape
+        return x.transpose(1, 2).reshape(b, l, h * d)
+
+    def forward(
+        self,
+        x: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        output_attentions: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """x: (B, L, D); attention_mask: (B, L) padding mask or (B, L, L). Returns ((B, L, D), weights
+        (B, H, L, L) if output_attentions else None)."""
+        if x.dim() != 3 or x.shape[-1] != self.hidden_size:
+            raise ValueError(f"expected input (batch, seq_len, {self.hidden_size}), got {tuple(x.shape)}")
+        b, l, _ = x.shape
+        q, k, v = (self.split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+        mask = None if attention_mask is None else expand_padding_mask(attention_mask, b, l)
+        p = self.dropout if self.training else 0.0
+        if output_attentions:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        else:
+            # The fused kernel (flash / memory-efficient on GPU) when no weights are needed.
+            out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
+        return self.out(self.merge_heads(out)), weights

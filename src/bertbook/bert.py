@@ -1,0 +1,380 @@
+"""BERT (chapter 3): embeddings, the encoder, the pooler and the pretraining / classification heads.
+
+Shapes: B batch, L sequence length, D hidden size, V vocabulary size, N masked positions.
+Argument names follow Hugging Face (`input_ids`, `token_type_ids`, `attention_mask`, `labels`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoder import Encoder
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of BERT and DistilBERT. Defaults are BERT-base (Devlin et al., 2019).
+
+    DistilBERT uses the same fields; it ignores `type_vocab_size` (it has no segment embeddings).
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    pre_norm: bool = False
+    num_labels: int = 2
+    classifier_dropout: Optional[float] = None  # None: use hidden_dropout_prob
+    classifier_pooling: str = "cls"  # "cls" ([CLS] vector, as BERT) or "mean" (mean over tokens)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id ({self.pad_token_id}) must be a token id < vocab_size")
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling must be 'cls' or 'mean', got {self.classifier_pooling!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "BertConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns; fields a model does not compute stay None."""
+
+    loss: Optional[Tensor] = None
+    logits: Optional[Tensor] = None  # classification (B, num_labels) or MLM (B, L, V) / (N, V)
+    seq_relationship_logits: Optional[Tensor] = None  # NSP (B, 2)
+    mlm_loss: Optional[Tensor] = None
+    nsp_loss: Optional[Tensor] = None
+    last_hidden_state: Optional[Tensor] = None  # (B, L, D)
+    pooler_output: Optional[Tensor] = None  # (B, D)
+    hidden_states: Optional[List[Tensor]] = None  # embeddings output + each layer's, (B, L, D) each
+    attentions: Optional[List[Tensor]] = None  # one (B, H, L, L) per layer
+
+    @property
+    def prediction_logits(self) -> Optional[Tensor]:
+        """Hugging Face's name for the MLM logits of `BertForPreTraining`."""
+        return self.logits
+
+
+def check_input_ids(input_ids: Tensor, vocab_size: int, max_positions: int) -> None:
+    """Clear errors for the input mistakes that otherwise surface as an index error deep inside."""
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+    if input_ids.shape[1] > max_positions:
+        raise ValueError(
+            f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings ({max_positions})"
+        )
+    if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
+        raise ValueError(
+            f"token ids must lie in [0, vocab_size={vocab_size}); got min {int(input_ids.min())}, "
+            f"max {int(input_ids.max())}"
+        )
+
+
+def check_mask(mask: Optional[Tensor], input_ids: Tensor, name: str) -> None:
+    if mask is not None and mask.shape != input_ids.shape:
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but input_ids has shape {tuple(input_ids.shape)}"
+        )
+
+
+class BertEmbeddings(nn.Module):
+    """token + position + segment embeddings, then LayerNorm and dropout. (B, L) ids -> (B, L, D)."""
+
+    def __init__(self, config: BertConfig, segments: bool = True):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # DistilBERT drops the segment embeddings: it is trained without NSP.
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if segments else None
+        )
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
+        check_input_ids(input_ids, self.config.vocab_size, self.config.max_position_embeddings)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            check_mask(token_type_ids, input_ids, "token_type_ids")
+            if int(token_type_ids.max()) >= self.config.type_vocab_size or int(token_type_ids.min()) < 0:
+                raise ValueError(f"token_type_ids must lie in [0, {self.config.type_vocab_size})")
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class PreTrainedModel(nn.Module):
+    """What all our models share: the config, BERT's initialisation and a checked `load_state_dict`."""
+
+    config: BertConfig
+
+    def init_weights(self) -> None:
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+                if m.padding_idx is not None:
+                    with torch.no_grad():
+                        m.weight[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        """As nn.Module's, but a state dict made for another config is a ValueError naming the keys."""
+        own = self.state_dict()
+        wrong = [
+            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if wrong:
+            raise ValueError(
+                "state dict does not match this model's config (was it saved from another config?): "
+                + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else "")
+            )
+        if strict:
+            missing = sorted(set(own) - set(state_dict))
+            unexpected = sorted(set(state_dict) - set(own))
+            if missing or unexpected:
+                raise ValueError(
+                    f"state dict does not match this model: missing keys {missing[:5]}, "
+                    f"unexpected keys {unexpected[:5]}"
+                )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Distinct parameters (tied weights counted once); optionally without the word embeddings."""
+        params = {id(p): p for p in self.parameters()}
+        n = sum(p.numel() for p in params.values())
+        if exclude_embeddings:
+            n -= self.get_input_embeddings().weight.numel()
+        return n
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        raise NotImplementedError
+
+
+def build_encoder(config: BertConfig) -> Encoder:
+    return Encoder(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                   config.intermediate_size, config.hidden_dropout_prob,
+                   config.attention_probs_dropout_prob, config.layer_norm_eps, config.pre_norm)
+
+
+class BertPooler(nn.Module):
+    """tanh(W h_[CLS] + b): (B, L, D) -> (B, D)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertModel(PreTrainedModel):
+    """Embeddings + encoder (+ pooler). Returns a ModelOutput with last_hidden_state (B, L, D),
+    pooler_output (B, D), and optionally hidden_states and attentions."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = build_encoder(config)
+        self.pooler = BertPooler(config.hidden_size) if add_pooler else None
+        self.init_weights()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        check_mask(attention_mask, input_ids, "attention_mask")
+        x = self.embeddings(input_ids, token_type_ids)
+        x, hs, att = self.encoder(x, attention_mask, output_hidden_states, output_attentions)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hs, attentions=att)
+
+
+class MLMHead(nn.Module):
+    """Dense + GELU + LayerNorm, then the decoder whose weight *is* the word-embedding matrix.
+    (..., D) -> (..., V). Shared by BERT and DistilBERT (their heads have the same shape)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # Tied: the decoder uses the embedding's own Parameter. Kept in a tuple so that it is not
+        # registered twice (one state-dict key, and safetensors needs no shared-tensor handling).
+        self.tied_embeddings = (word_embeddings,)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        h = self.LayerNorm(F.gelu(self.dense(hidden)))
+        return F.linear(h, self.tied_embeddings[0].weight, self.bias)
+
+
+def mlm_logits_and_loss(head: MLMHead, hidden: Tensor, labels: Optional[Tensor],
+                        masked_positions_only: bool):
+    """MLM logits and loss. With labels and masked_positions_only the decoder runs only on the N
+    labelled positions, (N, V) instead of (B, L, V): the same loss for far less compute, since
+    only ~15% of the positions carry a label."""
+    if labels is None:
+        return head(hidden), None
+    if labels.shape != hidden.shape[:2]:
+        raise ValueError(f"labels have shape {tuple(labels.shape)}, expected {tuple(hidden.shape[:2])}")
+    if masked_positions_only:
+        selected = labels != -100
+        logits = head(hidden[selected])
+        return logits, F.cross_entropy(logits, labels[selected])
+    logits = head(hidden)
+    return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                   ignore_index=-100)
+
+
+class BertForPreTraining(PreTrainedModel):
+    """BERT with the MLM head (decoder tied to the word embeddings) and the NSP head.
+
+    `logits`: (B, L, V), or (N, V) over the labelled positions when `labels` are given and
+    `masked_positions_only` (the default). `seq_relationship_logits`: (B, 2), label 0 = "B follows A".
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.mlm = MLMHead(config, self.bert.embeddings.word_embeddings)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        next_sentence_label: Optional[Tensor] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        masked_positions_only: bool = True,
+    ) -> ModelOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states,
+                        output_attentions)
+        logits, mlm_loss = mlm_logits_and_loss(self.mlm, out.last_hidden_state, labels,
+                                               masked_positions_only)
+        nsp_logits = self.nsp(out.pooler_output)
+        nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits, next_sentence_label)
+        losses = [l for l in (mlm_loss, nsp_loss) if l is not None]
+        out.loss = sum(losses) if losses else None
+        out.logits, out.seq_relationship_logits = logits, nsp_logits
+        out.mlm_loss, out.nsp_loss = mlm_loss, nsp_loss
+        return out
+
+
+def pool(hidden: Tensor, attention_mask: Optional[Tensor], how: str) -> Tensor:
+    """(B, L, D) -> (B, D): the first ([CLS]) vector, or the mean over non-padding tokens."""
+    if how == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(1)
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def classification_loss(logits: Tensor, labels: Optional[Tensor]) -> Optional[Tensor]:
+    """Cross-entropy for classes, mean squared error for a single regression output."""
+    if labels is None:
+        return None
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+class BertForSequenceClassification(PreTrainedModel):
+    """BERT, dropout and a linear classifier on the pooled vector. logits: (B, num_labels)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states,
+                        output_attentions)
+        if self.config.classifier_pooling == "cls":
+            pooled = out.pooler_output  # BERT's tanh pooler on [CLS]
+        else:
+            pooled = pool(out.last_hidden_state, attention_mask, "mean")
+        out.logits = self.classifier(self.dropout(pooled))
+        out.loss = classification_loss(out.logits, labels)
+        return out

@@ -1,0 +1,43 @@
+"""Where to run: CUDA, Apple's MPS or the CPU, and mixed precision where it pays."""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Optional, Union
+
+import torch
+
+
+def get_device(prefer: Optional[str] = None) -> torch.device:
+    """`prefer` if given, else cuda, then mps, then cpu."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: Union[str, torch.device]) -> Optional[torch.dtype]:
+    """bf16 on CUDA GPUs that support it, fp16 on older ones (T4), None (fp32) elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: Union[str, torch.device], enabled: Optional[bool] = None) -> ContextManager:
+    """Mixed-precision context: on by default on CUDA, off on the CPU (bf16 matmuls are slow on
+    most CPUs, and fp32 keeps the book's CPU numbers exact)."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if enabled is None:
+        enabled = dtype is not None
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16)
+
+
+def needs_grad_scaler(device: Union[str, torch.device]) -> bool:
+    """fp16 (not bf16) needs loss scaling to keep small gradients from underflowing."""
+    return autocast_dtype(device) == torch.float16

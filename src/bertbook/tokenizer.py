@@ -1,0 +1,149 @@
+"""A BERT WordPiece tokenizer trained from scratch on the book's Wikipedia sample.
+
+Built with the ``tokenizers`` library (fast, Rust) and wrapped as a
+``transformers.BertTokenizerFast`` so it plugs into everything else.
+
+Note: in transformers 5, ``BertTokenizer(vocab_file=...)`` silently ignores the
+file and builds a 5-token vocabulary. We therefore never go through vocab.txt:
+the whole pipeline is saved as ``tokenizer.json`` and reloaded with
+``BertTokenizerFast.from_pretrained(local_dir)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shutil
+import tempfile
+from typing import Iterable, Optional
+
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers.models import WordPiece
+from transformers import BertTokenizerFast
+
+# Order fixes the ids: [PAD]=0 so that zero-initialised buffers are padding.
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+TOKENIZER_VERSION = 1  # bump when the training recipe changes: invalidates caches
+
+
+def _coverage_text(normalizer: normalizers.Normalizer) -> str:
+    """One extra training "document" that puts every wanted character in the vocabulary.
+
+    WordPiece maps a whole word to [UNK] if one character has no token, and a
+    character needs two tokens: ``c`` (word start) and ``##c`` (inside a word).
+    Writing each character doubled (``cc``) yields both. We cover printable ASCII,
+    Latin-1 and Latin Extended, common punctuation and math symbols, Greek,
+    Cyrillic and IPA, after normalisation (so accented letters collapse onto
+    ASCII when lowercasing and cost nothing). Other scripts (Armenian, Georgian,
+    Devanagari, ...) stay [UNK] unless the corpus itself has them.
+    """
+    ranges = [(0x21, 0x7F), (0xA1, 0x250), (0x250, 0x2E0), (0x370, 0x400), (0x400, 0x460)]
+    chars = [chr(c) for lo, hi in ranges for c in range(lo, hi)]
+    chars += list("\u2013\u2014\u2018\u2019\u201c\u201d\u2026\u2022\u20ac\u2032\u2033\u2212")
+    chars += list("\u2248\u2260\u2264\u2265\u221a\u221e\u2192\u2190\u2211\u222b\u2202")
+    normed = {ch for c in chars for ch in normalizer.normalize_str(c) if not ch.isspace()}
+    return " ".join(c + c for c in sorted(normed))
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int = 8192, lowercase: bool = True
+) -> BertTokenizerFast:
+    """Train a BERT-style WordPiece tokenizer on ``texts``.
+
+    Pipeline: BertNormalizer (clean, lowercase + strip accents like uncased BERT)
+    -> BertPreTokenizer (split on whitespace and punctuation) -> WordPiece
+    (``##`` continuation prefix) -> post-processor ``[CLS] A [SEP] B [SEP]`` with
+    token_type_ids 0 for ``[CLS] A [SEP]`` and 1 for ``B [SEP]``.
+
+    Returns:
+        BertTokenizerFast with exactly ``vocab_size`` entries (if the corpus has
+        enough distinct pieces) and ids [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+    """
+    tok = Tokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##",
+    )
+    texts = itertools.chain(texts, [_coverage_text(tok.normalizer)])
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+
+
+def save_tokenizer(tokenizer: BertTokenizerFast, directory: str) -> str:
+    """Save to a local directory (``tokenizer.json`` + config); returns the directory."""
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def load_tokenizer(directory: str) -> BertTokenizerFast:
+    """Reload a tokenizer saved by :func:`save_tokenizer` (local files only)."""
+    if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
+        raise FileNotFoundError(f"no tokenizer.json in {directory!r}")
+    tok = BertTokenizerFast.from_pretrained(directory, local_files_only=True)
+    if len(tok) <= len(SPECIAL_TOKENS):  # the transformers-5 silent fallback, see module doc
+        raise RuntimeError(f"tokenizer in {directory!r} reloaded with only {len(tok)} tokens")
+    return tok
+
+
+def cache_root(cache_dir: Optional[str] = None) -> str:
+    """``cache_dir``, else ``$BERTBOOK_CACHE``, else ``~/.cache/bertbook``."""
+    return cache_dir or os.environ.get("BERTBOOK_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "bertbook"
+    )
+
+
+def get_pretraining_tokenizer(
+    cache_dir: Optional[str] = None, vocab_size: int = 8192, lowercase: bool = True
+) -> BertTokenizerFast:
+    """The book's tokenizer: WordPiece trained once on the wiki train split, then cached.
+
+    Cached under ``<cache>/tokenizer-<hash>``, the hash covering the corpus content,
+    ``vocab_size``, ``lowercase`` and the recipe version. Written to a temporary
+    directory and renamed into place, so a crash never leaves a half-written cache.
+    """
+    from .data import fingerprint, load_wiki_corpus
+
+    corpus = load_wiki_corpus()["train"]
+    key = f"{fingerprint(corpus)}-{vocab_size}-{int(lowercase)}-v{TOKENIZER_VERSION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = cache_root(cache_dir)
+    final = os.path.join(root, f"tokenizer-{digest}")
+    if os.path.isfile(os.path.join(final, "tokenizer.json")):
+        return load_tokenizer(final)
+
+    tokenizer = train_wordpiece(corpus["text"], vocab_size=vocab_size, lowercase=lowercase)
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tokenizer-tmp-", dir=root)
+    try:
+        save_tokenizer(tokenizer, tmp)
+        try:
+            os.rename(tmp, final)  # atomic on POSIX within one file system
+        except OSError:
+            # another process won the race: use its copy
+            if not os.path.isfile(os.path.join(final, "tokenizer.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_tokenizer(final)
