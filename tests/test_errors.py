@@ -1,0 +1,73 @@
+"""Bad input gets a clear error that names the problem."""
+import pytest
+import torch
+
+import bertbook as bb
+
+
+def config(**kw):
+    base = dict(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                intermediate_size=32, max_position_embeddings=8)
+    base.update(kw)
+    return bb.BertConfig(**base)
+
+
+def test_hidden_not_divisible_by_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        config(hidden_size=18, num_attention_heads=4)
+
+
+def test_config_types():
+    with pytest.raises(TypeError, match="num_hidden_layers must be an int"):
+        config(num_hidden_layers=2.5)
+    with pytest.raises(ValueError, match="vocab_size must be positive"):
+        config(vocab_size=0)
+
+
+def test_sequence_longer_than_max_positions():
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
+        bb.BertModel(config())(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_token_id_out_of_vocab():
+    with pytest.raises(ValueError, match="vocab_size=50"):
+        bb.BertModel(config())(torch.tensor([[1, 2, 50]]))
+    with pytest.raises(TypeError, match="integer token ids"):
+        bb.BertModel(config())(torch.rand(1, 3))
+
+
+def test_mask_shape_mismatch():
+    model = bb.BertForPreTraining(config())
+    ids = torch.ones(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(ids, attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="token_type_ids has shape"):
+        model(ids, token_type_ids=torch.zeros(2, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels have shape"):
+        model(ids, labels=torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_state_dict_from_another_config():
+    small, wide = bb.BertForPreTraining(config()), bb.BertForPreTraining(config(hidden_size=32))
+    with pytest.raises(ValueError, match="another config"):
+        small.load_state_dict(wide.state_dict())
+    deeper = bb.BertForPreTraining(config(num_hidden_layers=5))
+    with pytest.raises(ValueError, match="unexpected keys"):
+        small.load_state_dict(deeper.state_dict())
+
+
+def test_student_from_teacher_bad_layers():
+    teacher = bb.BertForPreTraining(config())
+    with pytest.raises(ValueError, match="out of range"):
+        bb.student_from_teacher(teacher, layers=[0, 4])
+    with pytest.raises(ValueError, match="deeper than"):
+        bb.student_from_teacher(teacher, layers=[0, 1, 2, 3, 3])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        bb.student_from_teacher(teacher, layers=[2, 1])
+    with pytest.raises(TypeError, match="teacher must be"):
+        bb.student_from_teacher(torch.nn.Linear(2, 2))
+
+
+def test_pre_norm_has_no_transformers_twin():
+    with pytest.raises(ValueError, match="pre-LN"):
+        bb.to_transformers(bb.BertModel(config(pre_norm=True)))
