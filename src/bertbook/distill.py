@@ -1,0 +1,181 @@
+"""Knowledge distillation (chapter 6): DistilBERT's triple loss, and the soft-target loss used to
+distil a fine-tuned classifier.
+
+Soft targets: with temperature T the teacher's distribution softmax(t/T) is smoother and says which
+wrong answers are "nearly right". The KL term is multiplied by T² because its gradients scale as
+1/T² (Hinton et al., 2015); without it, raising T would silently shrink the term's weight.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Dict, Iterable, List, Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .bert import BertForPreTraining
+from .distilbert import DistilBertForMaskedLM
+from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
+
+History = Dict[str, List[float]]
+
+
+def check_temperature(temperature: float) -> None:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0) -> Tensor:
+    """T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over rows.
+
+    student_logits, teacher_logits: (N, C) (any leading shape; the last dim is the classes).
+    Returns a scalar. The teacher's side gets no gradient.
+    """
+    check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape (same vocabulary / labels?)")
+    C = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.reshape(-1, C).float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.detach().reshape(-1, C).float() / temperature, dim=-1)
+    if s.shape[0] == 0:
+        return student_logits.sum() * 0.0  # no rows (no masked token): a zero that keeps the graph
+    # log_target: KL computed from log-probabilities on both sides, stable for tiny probabilities
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def cosine_hidden_loss(student_hidden: Tensor, teacher_hidden: Tensor,
+                       attention_mask: Optional[Tensor] = None) -> Tensor:
+    """Mean of 1 − cos(h_s, h_t) over non-padding tokens: aligns the directions of the hidden states.
+
+    student_hidden, teacher_hidden: (B, L, D); attention_mask: (B, L), 1 = real token.
+    """
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(f"student hidden states {tuple(student_hidden.shape)} and teacher's "
+                         f"{tuple(teacher_hidden.shape)} differ (hidden sizes must match)")
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.detach().float(), dim=-1)  # (B, L)
+    if attention_mask is None:
+        return (1 - cos).mean()
+    m = attention_mask.to(cos.dtype)
+    return ((1 - cos) * m).sum() / m.sum().clamp(min=1.0)
+
+
+def check_alphas(**alphas: float) -> None:
+    for name, a in alphas.items():
+        if not a >= 0:
+            raise ValueError(f"{name} must be >= 0, got {a}")
+    if not any(a > 0 for a in alphas.values()):
+        raise ValueError(f"the loss weights {', '.join(alphas)} are all zero: nothing to train on")
+
+
+def triple_loss(student_logits: Tensor, teacher_logits: Tensor, mlm_loss: Tensor,
+                student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Optional[Tensor],
+                temperature: float = 2.0, alpha_ce: float = 5.0, alpha_mlm: float = 2.0,
+                alpha_cos: float = 1.0) -> Dict[str, Tensor]:
+    """DistilBERT's loss: α_ce·T²·KL over the masked positions + α_mlm·L_MLM + α_cos·(1 − cos) over
+    non-padding tokens. Logits (N, V) at the masked positions, hidden states (B, L, D).
+    Returns a dict with `loss` and its three parts `ce`, `mlm`, `cos` (unweighted)."""
+    check_alphas(alpha_ce=alpha_ce, alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
+    ce = soft_target_loss(student_logits, teacher_logits, temperature)
+    cos = cosine_hidden_loss(student_hidden, teacher_hidden, attention_mask) if alpha_cos > 0 \
+        else ce.new_zeros(())
+    loss = alpha_ce * ce + alpha_mlm * mlm_loss + alpha_cos * cos
+    return {"loss": loss, "ce": ce, "mlm": mlm_loss, "cos": cos}
+
+
+def classification_kd_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                           alpha: float = 0.5, temperature: float = 2.0) -> Tensor:
+    """Task-specific distillation: α·CE(logits, labels) + (1 − α)·T²·KL(teacher ‖ student).
+    logits, teacher_logits: (B, C); labels: (B,)."""
+    check_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    ce = F.cross_entropy(logits, labels)
+    if alpha == 1.0:
+        return ce
+    return alpha * ce + (1 - alpha) * soft_target_loss(logits, teacher_logits, temperature)
+
+
+def check_compatible(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
+    """Teacher and student must share the vocabulary and (for the cosine loss) the hidden size."""
+    tc, sc = teacher.config, student.config
+    if tc.vocab_size != sc.vocab_size:
+        raise ValueError(f"teacher vocab_size {tc.vocab_size} != student vocab_size {sc.vocab_size}: "
+                         "distillation compares distributions over the same vocabulary")
+    if tc.hidden_size != sc.hidden_size:
+        raise ValueError(f"teacher hidden_size {tc.hidden_size} != student hidden_size {sc.hidden_size}: "
+                         "the cosine loss compares hidden states of the same width")
+
+
+def distill(
+    teacher: BertForPreTraining,
+    student: DistilBertForMaskedLM,
+    train_batches: Iterable[Mapping[str, Tensor]],
+    steps: int,
+    lr: float = 5e-4,
+    warmup: float = 0.05,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 5.0,
+    temperature: float = 2.0,
+    alpha_ce: float = 5.0,
+    alpha_mlm: float = 2.0,
+    alpha_cos: float = 1.0,
+    log_every: int = 10,
+    device: Optional[Union[str, torch.device]] = None,
+    amp: Optional[bool] = None,
+    compile: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train `student` to imitate the frozen `teacher` with `triple_loss` on pretraining batches
+    (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
+    Defaults: α_ce = 5, α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU
+    command). Returns the history: `step`, `loss`, `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and
+    `seconds`."""
+    if not isinstance(teacher, BertForPreTraining):
+        raise TypeError(f"teacher must be a BertForPreTraining, got {type(teacher).__name__}")
+    if not isinstance(student, DistilBertForMaskedLM):
+        raise TypeError(f"student must be a DistilBertForMaskedLM, got {type(student).__name__}")
+    check_compatible(teacher, student)
+    check_temperature(temperature)
+    check_alphas(alpha_ce=alpha_ce, alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
+    seed_everything(seed)
+    opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
+    teacher.to(opt.device).eval().requires_grad_(False)
+    student.to(opt.device).train()
+    run = maybe_compile(student, compile)
+    hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
+    window: Dict[str, float] = Counter()
+    t0 = time.perf_counter()
+    batches = cycle(train_batches)
+    from tqdm.auto import tqdm
+    for step in tqdm(range(1, steps + 1), desc="distill", disable=not progress, leave=False):
+        batch = to_device(next(batches), opt.device)
+        labels, mask = batch["labels"], batch["attention_mask"]
+        with opt.autocast():
+            with torch.no_grad():
+                t = teacher(batch["input_ids"], mask, batch.get("token_type_ids"), labels=labels)
+            s = run(batch["input_ids"], mask, labels=labels)
+            parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state, t.last_hidden_state,
+                                mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
+        opt.step(parts["loss"])
+        with torch.no_grad():
+            for k in ("loss", "ce", "mlm", "cos"):
+                window[k] += float(parts[k])
+            window["correct"] += (s.logits.argmax(-1) == labels[labels != -100]).sum().item()
+            window["masked"] += int((labels != -100).sum())
+            window["n"] += 1
+        if step % log_every == 0 or step == steps:
+            hist["step"].append(step)
+            for k in ("loss", "ce", "mlm", "cos"):
+                hist[k].append(window[k] / window["n"])
+            hist["mlm_accuracy"].append(window["correct"] / max(window["masked"], 1))
+            hist["lr"].append(opt.lr)
+            window = Counter()
+    hist["seconds"] = [time.perf_counter() - t0]
+    student.eval()
+    return hist

@@ -1,0 +1,110 @@
+"""What every training loop of the book shares: AdamW with warm-up and linear decay, mixed
+precision (bf16 autocast, or fp16 with a gradient scaler on GPUs without bf16), gradient
+clipping, batches moved to the device, and seeding.
+
+`Optimizer` bundles these so that `pretrain`, `distill` and `finetune` each read as
+"compute the loss, call `opt.step(loss)`".
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .device import autocast, autocast_dtype, get_device, needs_grad_scaler
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python and torch (CPU and CUDA) so that runs are reproducible."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
+    """Move every tensor of a batch dict to `device` (non_blocking: overlaps with compute on CUDA)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def cycle(batches: Iterable[Any]) -> Iterator[Any]:
+    """Iterate over `batches` again and again (a DataLoader reshuffles and re-masks each pass)."""
+    empty = True
+    for _ in itertools.count():
+        for b in batches:
+            empty = False
+            yield b
+        if empty:
+            raise ValueError("the training data is empty: no batches to train on")
+
+
+def param_groups(model: nn.Module, weight_decay: float):
+    """Weight decay on matrices only: biases and LayerNorm weights (1-D) are not decayed, as in BERT."""
+    seen, decay, no_decay = set(), [], []
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Optimizer:
+    """AdamW + `get_linear_schedule_with_warmup` + clipping + (bf16 | fp16 + GradScaler) autocast.
+
+    Use `with opt.autocast(): loss = ...` then `opt.step(loss)`.
+    """
+
+    def __init__(self, model: nn.Module, steps: int, lr: float, warmup: float = 0.1,
+                 weight_decay: float = 0.01, max_grad_norm: Optional[float] = 1.0,
+                 device: Optional[Union[str, torch.device]] = None, amp: Optional[bool] = None):
+        from transformers import get_linear_schedule_with_warmup
+
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup}")
+        self.model, self.max_grad_norm = model, max_grad_norm
+        self.device = get_device(None if device is None else str(device))
+        # amp=None: on where it pays (CUDA), off on the CPU; see bertbook.device.
+        self.amp = autocast_dtype(self.device) is not None if amp is None else bool(amp)
+        self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
+                                           betas=(0.9, 0.999), eps=1e-6)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(warmup * steps), steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and needs_grad_scaler(self.device))
+
+    def autocast(self):
+        return autocast(self.device, enabled=self.amp)
+
+    def step(self, loss: Tensor) -> float:
+        """Backward, unscale, clip, step, schedule; returns the gradient norm before clipping."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss.item()}: lower the learning rate or check the data")
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        if self.max_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        else:
+            norm = torch.zeros(())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:
+    """`torch.compile(model)` when asked (GPU runs); the returned module shares the weights."""
+    if not compile:
+        return model
+    # dynamic=True: the number of masked positions changes from batch to batch.
+    return torch.compile(model, dynamic=True)

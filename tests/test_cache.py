@@ -1,0 +1,79 @@
+"""The checkpoint cache: round trip, keys, atomic writes and corrupt-file recovery."""
+import os
+
+import pytest
+import torch
+
+from bertbook import cache
+
+
+def _state(v=1.0):
+    return {"w": torch.full((3, 4), v), "b": torch.arange(5, dtype=torch.float32)}
+
+
+def test_round_trip_with_metadata(tmp_path):
+    path = cache.checkpoint_path("toy", "abc", str(tmp_path))
+    cache.save_checkpoint(path, _state(), {"accuracy": 0.5, "history": {"loss": [1.0, 0.5]}})
+    sd, meta = cache.load_checkpoint(path)
+    assert torch.equal(sd["w"], _state()["w"]) and torch.equal(sd["b"], _state()["b"])
+    assert meta == {"accuracy": 0.5, "history": {"loss": [1.0, 0.5]}}
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no temporary file left
+
+
+def test_missing_file_is_none(tmp_path):
+    assert cache.load_checkpoint(str(tmp_path / "nope.safetensors")) is None
+
+
+def test_key_changes_with_every_part():
+    base = cache.cache_key({"lr": 1e-3}, "fingerprint")
+    assert base == cache.cache_key({"lr": 1e-3}, "fingerprint")
+    assert base != cache.cache_key({"lr": 2e-3}, "fingerprint")
+    assert base != cache.cache_key({"lr": 1e-3}, "other data")
+    with pytest.raises(TypeError, match="JSON"):
+        cache.cache_key(object())
+
+
+def test_env_variable_sets_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    assert cache.checkpoint_path("x", "k").startswith(str(tmp_path))
+    with pytest.raises(ValueError, match="file-name"):
+        cache.checkpoint_path("../x", "k")
+
+
+def test_crash_mid_write_keeps_previous_state(tmp_path, monkeypatch):
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    cache.save_checkpoint(path, _state(1.0), {"v": 1})
+
+    def crash(tensors, filename, metadata=None):  # writes half a file, then dies
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(cache, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_checkpoint(path, _state(2.0), {"v": 2})
+    sd, meta = cache.load_checkpoint(path)
+    assert meta == {"v": 1} and float(sd["w"][0, 0]) == 1.0
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_file_is_reported_deleted_and_missing(tmp_path, damage):
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    cache.save_checkpoint(path, _state(), {})
+    data = open(path, "rb").read()
+    if damage == "truncate":
+        data = data[: len(data) - 7]
+    elif damage == "flip":  # one byte of tensor data: the header still parses, the checksum does not
+        data = data[:-3] + bytes([data[-3] ^ 0xFF]) + data[-2:]
+    else:
+        data = b"not a safetensors file"
+    open(path, "wb").write(data)
+    with pytest.warns(cache.CorruptCheckpointWarning, match="corrupt checkpoint"):
+        assert cache.load_checkpoint(path) is None
+    assert not os.path.exists(path)
+
+
+def test_empty_state_dict_refused(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        cache.save_checkpoint(str(tmp_path / "x.safetensors"), {})
