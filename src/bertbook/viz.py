@@ -1,0 +1,175 @@
+"""Looking at attention (chapter 8): measure what each head does, and draw it.
+
+A head's attention weights form, for every query token i, a distribution over the key tokens j.
+We summarise a head by a few numbers averaged over the real (non-padding) query tokens of a
+batch of sentences, after Clark et al. (2019), "What does BERT look at?":
+
+* the mass on a special token such as [CLS] or [SEP]: sum of p(i -> j) over the j holding it;
+* the mass on the previous token p(i -> i-1), on the next token p(i -> i+1), on itself p(i -> i);
+* how broad the distribution is: its entropy divided by log(number of real keys), so that
+  1 means uniform over the sentence and 0 means all mass on one token.
+
+Shapes: Ly layers, B batch, H heads, L sequence length. Attentions come as our models return
+them (`output_attentions=True`): a list of Ly tensors (B, H, L, L), rows = queries.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+Attentions = Union[Tensor, Sequence[Tensor]]
+
+POSITIONAL_PATTERNS = ("previous", "self", "next", "broad")
+
+
+def stack_attentions(attentions: Attentions) -> Tensor:
+    """A list of Ly tensors (B, H, L, L), or one (B, H, L, L), or (Ly, B, H, L, L) -> (Ly, B, H, L, L)
+    in float32."""
+    if isinstance(attentions, Tensor):
+        a = attentions.unsqueeze(0) if attentions.dim() == 4 else attentions
+    else:
+        if len(attentions) == 0:
+            raise ValueError("no attention tensors given (did you pass output_attentions=True?)")
+        a = torch.stack(list(attentions))
+    if a.dim() != 5 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"expected attentions of shape (layers, batch, heads, L, L), got {tuple(a.shape)}")
+    return a.detach().float()
+
+
+def _mean_over(values: Tensor, weight: Tensor) -> Tensor:
+    """values (Ly, B, H, n), weight (B, n) of 0/1 -> (Ly, H): the mean over the weighted queries."""
+    w = weight.to(values.dtype)[None, :, None, :]
+    total = w.sum(dim=(1, 3))
+    if float(total.max()) == 0:
+        raise ValueError("no query token to average over (is the attention mask all zeros?)")
+    return (values * w).sum(dim=(1, 3)) / total
+
+
+def attention_pattern_scores(
+    attentions: Attentions,
+    input_ids: Tensor,
+    attention_mask: Optional[Tensor] = None,
+    special_ids: Optional[Mapping[str, int]] = None,
+) -> Dict[str, Tensor]:
+    """Per-head pattern scores, each a (layers, heads) tensor averaged over the real query tokens.
+
+    Keys: one per entry of `special_ids` (e.g. {"[CLS]": 101, "[SEP]": 102}): the attention mass on
+    the tokens with that id; "previous", "self", "next": the weight on position i-1, i, i+1 (queries
+    without such a real neighbour are left out); "broad": the normalised entropy (1 = uniform).
+    """
+    a = stack_attentions(attentions)
+    n_layers, batch, heads, length, _ = a.shape
+    if input_ids.shape != (batch, length):
+        raise ValueError(f"input_ids have shape {tuple(input_ids.shape)}, attentions expect {(batch, length)}")
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if mask.shape != input_ids.shape:
+        raise ValueError("attention_mask must have the shape of input_ids")
+    mask = mask.to(a.device)
+    input_ids = input_ids.to(a.device)
+    keys = mask[:, None, None, :].to(a.dtype)  # (B, 1, 1, L): padding keys carry no mass
+    scores: Dict[str, Tensor] = {}
+    for name, token_id in (special_ids or {}).items():
+        on_token = ((input_ids == token_id) & mask)[None, :, None, None, :].to(a.dtype)
+        scores[name] = _mean_over((a * on_token).sum(-1), mask)
+    pairs = mask[:, 1:] & mask[:, :-1]  # both i and i+1 are real tokens
+    # diagonal(offset=-1)[k] = a[k+1, k]: query k+1 looking at its previous token k.
+    scores["previous"] = _mean_over(a.diagonal(offset=-1, dim1=-2, dim2=-1), pairs)
+    scores["self"] = _mean_over(a.diagonal(dim1=-2, dim2=-1), mask)
+    scores["next"] = _mean_over(a.diagonal(offset=1, dim1=-2, dim2=-1), pairs)
+    p = a * keys
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (Ly, B, H, L)
+    n_keys = mask.sum(-1).to(a.dtype)  # (B,)
+    norm = torch.log(n_keys.clamp_min(2.0))[None, :, None, None]
+    scores["broad"] = _mean_over(entropy / norm, mask)
+    return scores
+
+
+def top_heads(scores: Mapping[str, Tensor], k: int = 1) -> Dict[str, List[Tuple[int, int, float]]]:
+    """For each pattern, the k heads with the highest score: [(layer, head, score), ...]."""
+    best = {}
+    for name, s in scores.items():
+        values, flat = s.flatten().topk(min(k, s.numel()))
+        best[name] = [(int(i) // s.shape[1], int(i) % s.shape[1], float(v)) for v, i in zip(values, flat)]
+    return best
+
+
+def attention_distance(att_a: Attentions, att_b: Attentions, attention_mask: Optional[Tensor] = None) -> Tensor:
+    """Mean total-variation distance between every head of model a and every head of model b on the
+    same input: 1/2 sum_j |p_a(i -> j) - p_b(i -> j)|, averaged over real queries i.
+
+    Returns (La, Ha, Lb, Hb); 0 means identical attention, 1 means disjoint supports.
+    """
+    a, b = stack_attentions(att_a), stack_attentions(att_b)
+    if a.shape[1] != b.shape[1] or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"the two models saw different inputs: {tuple(a.shape)} vs {tuple(b.shape)}")
+    batch, length = a.shape[1], a.shape[-1]
+    mask = torch.ones(batch, length, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    mask = mask.to(a.device)
+    w = mask[:, None, None, :].to(a.dtype)
+    out = torch.empty(a.shape[0], a.shape[2], b.shape[0], b.shape[2])
+    for la in range(a.shape[0]):
+        for lb in range(b.shape[0]):
+            # (B, Ha, 1, L, L) - (B, 1, Hb, L, L) -> (B, Ha, Hb, L) per query
+            tv = 0.5 * (a[la][:, :, None] - b[lb][:, None]).abs().sum(-1)
+            out[la, :, lb, :] = (tv * w).sum(dim=(0, 3)) / w.sum()
+    return out
+
+
+def plot_attention(weights: Tensor, tokens: Sequence[str], ax=None, title: Optional[str] = None,
+                   cmap: str = "Blues", vmax: Optional[float] = None):
+    """Heatmap of one head's (L, L) attention: row = query token, column = key token."""
+    import matplotlib.pyplot as plt
+
+    w = weights.detach().float().cpu()
+    if w.dim() != 2 or w.shape[0] != w.shape[1] or w.shape[0] != len(tokens):
+        raise ValueError(f"weights must be (L, L) with L = len(tokens) = {len(tokens)}, got {tuple(w.shape)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.3 * len(tokens) + 1.5, 0.3 * len(tokens) + 1.2))
+    ax.imshow(w.numpy(), cmap=cmap, vmin=0.0, vmax=vmax if vmax is not None else float(w.max()))
+    ax.set_xticks(range(len(tokens)))
+    ax.set_xticklabels(tokens, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(tokens)))
+    ax.set_yticklabels(tokens, fontsize=8)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_head_scores(scores: Mapping[str, Tensor], names: Optional[Sequence[str]] = None,
+                     title: Optional[str] = None, annotate: Optional[bool] = None, cmap: str = "viridis"):
+    """One layer x head heatmap per pattern, side by side, on a shared 0..1 colour scale.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    names = list(scores) if names is None else list(names)
+    if not names:
+        raise ValueError("no pattern to plot")
+    n_layers, n_heads = scores[names[0]].shape
+    if annotate is None:
+        annotate = n_layers * n_heads <= 32
+    width = max(2.2, 0.32 * n_heads + 0.8)
+    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names), 0.32 * n_layers + 1.3),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        s = scores[name].detach().float().cpu()
+        im = ax.imshow(s.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(n_heads))
+        ax.set_xticklabels(range(n_heads), fontsize=7)
+        ax.set_yticks(range(n_layers))
+        ax.set_yticklabels(range(n_layers), fontsize=7)
+        if annotate:
+            for (i, j), v in zip(((i, j) for i in range(n_layers) for j in range(n_heads)), s.flatten()):
+                ax.text(j, i, f"{float(v):.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if float(v) < 0.6 else "black")
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
