@@ -125,3 +125,25 @@ def test_plots():
     fig = plot_head_scores(s, ["[SEP]", "previous"], title="t")
     assert [a.get_title() for a in fig.axes[:2]] == ["[SEP]", "previous"]
     matplotlib.pyplot.close("all")
+
+
+def test_attentions_for_matches_a_direct_call():
+    import os
+
+    import transformers
+    from bertbook.pretrained import minilm_dir
+    from bertbook.viz import attentions_for
+
+    if minilm_dir() is None:
+        pytest.skip("MiniLM tokenizer not installed")
+    tok = transformers.BertTokenizerFast(tokenizer_file=os.path.join(minilm_dir(), "tokenizer.json"))
+    cfg = bb.BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    model = bb.BertModel(cfg).eval()
+    enc, att = attentions_for(model, tok, ["a short one.", "a somewhat longer sentence here."], max_length=8)
+    assert enc["input_ids"].shape == (2, 8) and len(att) == 2 and att[0].shape == (2, 2, 8, 8)
+    assert int(enc["attention_mask"][0].sum()) < 8  # the short sentence is padded
+    with torch.no_grad():
+        direct = model(enc["input_ids"][:1, :int(enc["attention_mask"][0].sum())], output_attentions=True)
+    n = direct.attentions[0].shape[-1]
+    assert torch.allclose(att[1][0, :, :n, :n], direct.attentions[1][0], atol=1e-5)

@@ -86,6 +86,18 @@ def attention_pattern_scores(
     return scores
 
 
+@torch.no_grad()
+def attentions_for(model, tokenizer, texts: Sequence[str], max_length: int = 64):
+    """Run `model` (eval mode, on its device) on `texts`, padded to the longest and truncated at
+    `max_length`. Returns (encoding with input_ids and attention_mask on the CPU, list of Ly
+    (B, H, L, L) attention tensors on the CPU)."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    device = next(model.parameters()).device
+    out = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                output_attentions=True)
+    return enc, [a.float().cpu() for a in out.attentions]
+
+
 def top_heads(scores: Mapping[str, Tensor], k: int = 1) -> Dict[str, List[Tuple[int, int, float]]]:
     """For each pattern, the k heads with the highest score: [(layer, head, score), ...]."""
     best = {}
@@ -140,36 +152,45 @@ def plot_attention(weights: Tensor, tokens: Sequence[str], ax=None, title: Optio
 
 
 def plot_head_scores(scores: Mapping[str, Tensor], names: Optional[Sequence[str]] = None,
-                     title: Optional[str] = None, annotate: Optional[bool] = None, cmap: str = "viridis"):
-    """One layer x head heatmap per pattern, side by side, on a shared 0..1 colour scale.
-    Returns the figure."""
+                     title: Optional[str] = None, annotate: Optional[bool] = None,
+                     ncols: Optional[int] = None, cmap: str = "viridis"):
+    """One layer x head heatmap per pattern (`ncols` per row, default up to 4), on a shared 0..1
+    colour scale, the value written in each cell when the grid is small. Returns the figure."""
     import matplotlib.pyplot as plt
 
     names = list(scores) if names is None else list(names)
     if not names:
         raise ValueError("no pattern to plot")
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise KeyError(f"no scores for {missing}; have {list(scores)}")
     n_layers, n_heads = scores[names[0]].shape
     if annotate is None:
-        annotate = n_layers * n_heads <= 32
-    width = max(2.2, 0.32 * n_heads + 0.8)
-    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names), 0.32 * n_layers + 1.3),
-                             squeeze=False)
-    for ax, name in zip(axes[0], names):
+        annotate = n_layers * n_heads <= 80
+    ncols = min(len(names), 4) if ncols is None else ncols
+    nrows = -(-len(names) // ncols)
+    width = max(2.4, 0.36 * n_heads + 0.9)
+    height = max(1.6, 0.36 * n_layers + 1.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 0.8, height * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
         s = scores[name].detach().float().cpu()
         im = ax.imshow(s.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("head")
+        ax.set_xlabel("head", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
         ax.set_xticks(range(n_heads))
         ax.set_xticklabels(range(n_heads), fontsize=7)
         ax.set_yticks(range(n_layers))
         ax.set_yticklabels(range(n_layers), fontsize=7)
         if annotate:
-            for (i, j), v in zip(((i, j) for i in range(n_layers) for j in range(n_heads)), s.flatten()):
-                ax.text(j, i, f"{float(v):.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if float(v) < 0.6 else "black")
-    axes[0][0].set_ylabel("layer")
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+            for i in range(n_layers):
+                for j in range(n_heads):
+                    v = float(s[i, j])
+                    ax.text(j, i, f"{v:.2f}"[1:] if 0 <= v < 1 else f"{v:.1f}", ha="center",
+                            va="center", fontsize=6, color="white" if v < 0.6 else "black")
+    fig.colorbar(im, ax=list(axes.flat), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
-
