@@ -72,6 +72,7 @@ def train_wordpiece(
         min_frequency=2,
         special_tokens=SPECIAL_TOKENS,
         continuing_subword_prefix="##",
+        show_progress=False,  # the Rust progress bar writes stray newlines into notebook outputs
     )
     texts = itertools.chain(texts, [_coverage_text(tok.normalizer)])
     tok.train_from_iterator(texts, trainer=trainer)
