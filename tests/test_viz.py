@@ -147,3 +147,12 @@ def test_attentions_for_matches_a_direct_call():
         direct = model(enc["input_ids"][:1, :int(enc["attention_mask"][0].sum())], output_attentions=True)
     n = direct.attentions[0].shape[-1]
     assert torch.allclose(att[1][0, :, :n, :n], direct.attentions[1][0], atol=1e-5)
+
+
+def test_plot_head_scores_mixed_shapes():
+    fig = plot_head_scores({"teacher": torch.rand(4, 3), "student": torch.rand(2, 3)}, ncols=2)
+    assert [a.get_title() for a in fig.axes[:2]] == ["teacher", "student"]
+    assert len(fig.axes[1].get_yticks()) == 2
+    with pytest.raises(KeyError):
+        plot_head_scores({"a": torch.rand(2, 2)}, ["b"])
+    matplotlib.pyplot.close("all")

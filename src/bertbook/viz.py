@@ -154,8 +154,9 @@ def plot_attention(weights: Tensor, tokens: Sequence[str], ax=None, title: Optio
 def plot_head_scores(scores: Mapping[str, Tensor], names: Optional[Sequence[str]] = None,
                      title: Optional[str] = None, annotate: Optional[bool] = None,
                      ncols: Optional[int] = None, cmap: str = "viridis"):
-    """One layer x head heatmap per pattern (`ncols` per row, default up to 4), on a shared 0..1
-    colour scale, the value written in each cell when the grid is small. Returns the figure."""
+    """One layer x head heatmap per entry of `scores` (`ncols` per row, default up to 4), on a
+    shared 0..1 colour scale, the value written in each cell when the grids are small; the entries
+    may differ in shape (e.g. a teacher's and its student's). Returns the figure."""
     import matplotlib.pyplot as plt
 
     names = list(scores) if names is None else list(names)
@@ -164,33 +165,37 @@ def plot_head_scores(scores: Mapping[str, Tensor], names: Optional[Sequence[str]
     missing = [n for n in names if n not in scores]
     if missing:
         raise KeyError(f"no scores for {missing}; have {list(scores)}")
-    n_layers, n_heads = scores[names[0]].shape
+    n_layers = max(scores[n].shape[0] for n in names)
+    n_heads = max(scores[n].shape[1] for n in names)
     if annotate is None:
         annotate = n_layers * n_heads <= 80
     ncols = min(len(names), 4) if ncols is None else ncols
     nrows = -(-len(names) // ncols)
-    width = max(2.4, 0.36 * n_heads + 0.9)
+    width = max(2.4, 0.3 * n_heads + 0.9)
     height = max(1.6, 0.36 * n_layers + 1.0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 0.8, height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 0.8, height * nrows + 0.4),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
         s = scores[name].detach().float().cpu()
+        rows, cols = s.shape
         im = ax.imshow(s.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("head", fontsize=8)
         ax.set_ylabel("layer", fontsize=8)
-        ax.set_xticks(range(n_heads))
-        ax.set_xticklabels(range(n_heads), fontsize=7)
-        ax.set_yticks(range(n_layers))
-        ax.set_yticklabels(range(n_layers), fontsize=7)
+        ax.set_xticks(range(cols))
+        ax.set_xticklabels(range(cols), fontsize=7)
+        ax.set_yticks(range(rows))
+        ax.set_yticklabels(range(rows), fontsize=7)
         if annotate:
-            for i in range(n_layers):
-                for j in range(n_heads):
+            for i in range(rows):
+                for j in range(cols):
                     v = float(s[i, j])
-                    ax.text(j, i, f"{v:.2f}"[1:] if 0 <= v < 1 else f"{v:.1f}", ha="center",
+                    text = f"{v:.2f}"
+                    ax.text(j, i, text[1:] if text.startswith("0.") else text, ha="center",
                             va="center", fontsize=6, color="white" if v < 0.6 else "black")
-    fig.colorbar(im, ax=list(axes.flat), shrink=0.8)
+    fig.colorbar(im, ax=axes, shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
