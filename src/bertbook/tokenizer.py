@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from transformers import BertTokenizerFast
 # Order fixes the ids: [PAD]=0 so that zero-initialised buffers are padding.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
-TOKENIZER_VERSION = 1  # bump when the training recipe changes: invalidates caches
+TOKENIZER_VERSION = 2  # bump when the training recipe changes: invalidates caches
 
 
 def _coverage_text(normalizer: normalizers.Normalizer) -> str:
@@ -67,15 +68,29 @@ def train_wordpiece(
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
+    texts = list(itertools.chain(texts, [_coverage_text(tok.normalizer)]))
+    # Determinism: the trainer numbers each "##c" piece when it first meets it while iterating a
+    # Rust HashMap (randomly seeded per process), and it breaks ties between equally frequent
+    # pairs by those numbers, so two trainings on the same text gave different vocabularies.
+    # Registering every "##c" up front, in sorted order, fixes their ids; they are passed as
+    # special tokens only to get them numbered first, and are made ordinary pieces again below.
+    continuing = sorted({
+        "##" + c
+        for text in texts
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+        for c in word[1:]
+    })
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + continuing,
         continuing_subword_prefix="##",
         show_progress=False,  # the Rust progress bar writes stray newlines into notebook outputs
     )
-    texts = itertools.chain(texts, [_coverage_text(tok.normalizer)])
     tok.train_from_iterator(texts, trainer=trainer)
+    state = json.loads(tok.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    tok = Tokenizer.from_str(json.dumps(state))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0",
         pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
