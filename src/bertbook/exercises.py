@@ -936,3 +936,421 @@ def check_nsp_pair(sample_nsp_pair: Callable[..., Tuple[str, str, int]]) -> None
                        "the random B is always the same sentence of its document",
                        "pick a random sentence of the other document, e.g. rng.choice(documents[j]).")
     print(f"✓ {name}: {len(cases)} cases passed")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 7: distilling a fine-tuned classifier
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["check_classification_kd_loss"]
+
+
+def _reference_kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                       alpha: float, temperature: float) -> Tensor:
+    from .distill import classification_kd_loss
+
+    return classification_kd_loss(student_logits, teacher_logits, labels, alpha, temperature)
+
+
+def _kl_teacher_student(s: Tensor, t: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(t/T) ‖ softmax(s/T)) summed over classes, averaged over rows (no T² factor)."""
+    log_p_t, log_p_s = F.log_softmax(t / temperature, -1), F.log_softmax(s / temperature, -1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()
+
+
+def _kd_variant(mistake: str):
+    def wrong(s: Tensor, t: Tensor, y: Tensor, alpha: float, temperature: float) -> Tensor:
+        T = temperature
+        ce = F.cross_entropy(s, y)
+        kl = _kl_teacher_student(s, t, T) * T ** 2
+        if mistake == "no_T2":
+            kl = _kl_teacher_student(s, t, T)
+        elif mistake == "divided_T2":
+            kl = _kl_teacher_student(s, t, T) / T ** 2
+        elif mistake == "swapped":
+            log_p_t, log_p_s = F.log_softmax(t / T, -1), F.log_softmax(s / T, -1)
+            kl = (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1).mean() * T ** 2
+        elif mistake == "alpha_swapped":
+            return (1 - alpha) * ce + alpha * kl
+        elif mistake == "student_not_softened":
+            log_p_t, log_p_s = F.log_softmax(t / T, -1), F.log_softmax(s, -1)
+            kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * T ** 2
+        elif mistake == "teacher_not_softened":
+            log_p_t, log_p_s = F.log_softmax(t, -1), F.log_softmax(s / T, -1)
+            kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * T ** 2
+        elif mistake == "mean_over_classes":
+            kl = kl / s.shape[-1]
+        elif mistake == "ce_softened":
+            ce = F.cross_entropy(s / T, y)
+        elif mistake == "soft_cross_entropy":  # H(p_t, p_s) without the teacher's entropy: not 0 at s = t
+            log_p_t, log_p_s = F.log_softmax(t / T, -1), F.log_softmax(s / T, -1)
+            kl = -(log_p_t.exp() * log_p_s).sum(-1).mean() * T ** 2
+        return alpha * ce + (1 - alpha) * kl
+    return wrong
+
+
+def check_classification_kd_loss(kd_loss: Callable[..., Tensor]) -> None:
+    """Exercise 7.1: ``kd_loss(student_logits, teacher_logits, labels, alpha, temperature)``:
+    α·CE(student_logits, labels) + (1 − α)·T²·KL(softmax(t/T) ‖ softmax(s/T)), the KL summed over
+    the classes and averaged over the batch, as ``bertbook.distill.classification_kd_loss``.
+    Returns a scalar tensor."""
+    with _seeded(701):
+        def logits(b: int, c: int, scale: float = 2.0) -> Tensor:
+            return scale * torch.randn(b, c)
+
+        cases = [
+            Case("B=6, 2 classes, alpha=0.5, T=2", (logits(6, 2), logits(6, 2), torch.randint(0, 2, (6,)), 0.5, 2.0)),
+            Case("B=8, 5 classes, alpha=0.5, T=4 (a high temperature)",
+                 (logits(8, 5), logits(8, 5), torch.randint(0, 5, (8,)), 0.5, 4.0)),
+            Case("alpha=0: the teacher's soft labels only, T=2",
+                 (logits(6, 3), logits(6, 3), torch.randint(0, 3, (6,)), 0.0, 2.0)),
+            Case("alpha=0.8: mostly the hard labels, T=3",
+                 (logits(5, 4), logits(5, 4), torch.randint(0, 4, (5,)), 0.8, 3.0)),
+            Case("T=1 (no softening), alpha=0.3",
+                 (logits(7, 2), logits(7, 2), torch.randint(0, 2, (7,)), 0.3, 1.0)),
+            Case("a confident teacher (logits of size ~8), 3 classes, alpha=0.2, T=2",
+                 (logits(6, 3), logits(6, 3, 8.0), torch.randint(0, 3, (6,)), 0.2, 2.0)),
+            Case("one example, 2 classes, alpha=0.5, T=2",
+                 (logits(1, 2), logits(1, 2), torch.tensor([1]), 0.5, 2.0)),
+        ]
+    hints = [
+        Hint(_kd_variant("no_T2"),
+             "the factor T² on the KL term is missing: the soft term's gradients shrink as 1/T², "
+             "so multiply the KL by temperature ** 2 to keep its weight independent of T."),
+        Hint(_kd_variant("divided_T2"), "the KL term must be *multiplied* by T², not divided by it."),
+        Hint(_kd_variant("swapped"),
+             "your KL goes the wrong way: KL(student ‖ teacher). Distillation uses KL(teacher ‖ student) "
+             "= Σ p_t (log p_t − log p_s), the teacher's probabilities as the weights. With F.kl_div, "
+             "the FIRST argument is the student's log-probabilities, the second the teacher's "
+             "(F.kl_div(log_p_s, log_p_t, log_target=True))."),
+        Hint(_kd_variant("alpha_swapped"),
+             "alpha is on the wrong term: alpha weighs the cross-entropy with the true labels, "
+             "1 − alpha the teacher's soft labels."),
+        Hint(_kd_variant("student_not_softened"),
+             "the student's logits must be divided by T too: both distributions are softmax(logits / T)."),
+        Hint(_kd_variant("teacher_not_softened"),
+             "the teacher's logits must be divided by T too: both distributions are softmax(logits / T)."),
+        Hint(_kd_variant("mean_over_classes"),
+             "your KL is averaged over the classes as well as the examples (F.kl_div's default "
+             "reduction='mean'): sum over the classes and average over the batch, reduction='batchmean'."),
+        Hint(_kd_variant("ce_softened"),
+             "the cross-entropy with the true labels uses the plain logits, not logits / T."),
+        Hint(_kd_variant("soft_cross_entropy"),
+             "you computed the cross-entropy −Σ p_t log p_s instead of the KL divergence: subtract the "
+             "teacher's entropy, i.e. use Σ p_t (log p_t − log p_s) (the gradient is the same, the value is not)."),
+    ]
+    run_check("check_classification_kd_loss", kd_loss, _reference_kd_loss, cases, hints, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# chapters 5 and 6: pretraining and distillation
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["check_mlm_loss_accuracy", "check_lr_schedule", "check_distillation_loss",
+            "check_student_layers"]
+
+
+def _reference_mlm_loss_accuracy(logits: Tensor, labels: Tensor) -> Tuple[Tensor, float]:
+    # The package's MLM loss (bertbook.bert.mlm_logits_and_loss) on logits that are already computed
+    # (an identity head), and the accuracy as bertbook.pretrain.evaluate_pretraining counts it.
+    from .bert import mlm_logits_and_loss
+
+    picked, loss = mlm_logits_and_loss(nn.Identity(), logits, labels, masked_positions_only=True)
+    target = labels[labels != -100]
+    return loss, (picked.argmax(-1) == target).float().mean().item()
+
+
+def _mlm_wrong(mistake: str):
+    def wrong(logits: Tensor, labels: Tensor):
+        sel = labels != -100
+        V = logits.shape[-1]
+        loss, acc = _reference_mlm_loss_accuracy(logits, labels)
+        if mistake == "acc_all_positions":  # unlabelled positions counted as wrong answers
+            acc = (logits.argmax(-1) == labels).float().mean().item()
+        elif mistake == "acc_count":
+            acc = float((logits.argmax(-1)[sel] == labels[sel]).sum())
+        elif mistake == "loss_all_positions":  # -100 replaced by token 0 and every position counted
+            loss = F.cross_entropy(logits.reshape(-1, V), labels.clamp(min=0).reshape(-1))
+        elif mistake == "loss_per_sequence":  # mean per sequence, then mean over the batch
+            per = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+            per = (per * sel).sum(1) / sel.sum(1)
+            loss = per.mean()
+        elif mistake == "loss_sum":
+            loss = F.cross_entropy(logits[sel], labels[sel], reduction="sum")
+        elif mistake == "loss_over_all_count":  # summed over the masked positions, divided by B·L
+            loss = F.cross_entropy(logits[sel], labels[sel], reduction="sum") / labels.numel()
+        return loss, acc
+    return wrong
+
+
+def _mlm_case(b: int, l: int, v: int, p: float, pad: Sequence[int] = (), scale: float = 3.0):
+    """Random logits (B, L, V) and labels: each non-padding position labelled with probability p;
+    ``pad[i]`` padding positions at the end of row i. A third of the labelled positions are made
+    right (their label is the argmax), so that the accuracy is neither 0 nor 1."""
+    logits = scale * torch.randn(b, l, v)
+    labels = torch.full((b, l), -100, dtype=torch.long)
+    chosen = torch.rand(b, l) < p
+    for i, n in enumerate(pad):
+        if n:
+            chosen[i, l - n:] = False
+            logits[i, l - n:] = 1e4 * torch.randn(n, v)  # garbage at padding: must not count
+    labels[chosen] = torch.randint(0, v, (int(chosen.sum()),))
+    right = chosen & (torch.rand(b, l) < 0.35)
+    labels[right] = logits.argmax(-1)[right]
+    return logits, labels
+
+
+def check_mlm_loss_accuracy(mlm_loss_accuracy: Callable[[Tensor, Tensor], Tuple[Tensor, float]]) -> None:
+    """Exercise 5.1: ``mlm_loss_accuracy(logits, labels) -> (loss, accuracy)``: the mean
+    cross-entropy and the accuracy of the argmax over the positions whose label is not -100 only.
+    logits (B, L, V), labels (B, L); the loss is a 0-d tensor, the accuracy a number in [0, 1]."""
+    with _seeded(501):
+        one = torch.full((2, 4), -100)
+        one[1, 2] = 3
+        full_logits = 3 * torch.randn(2, 6, 9)
+        cases = [
+            Case("B=2, L=6, V=9, about 30% of the positions labelled", _mlm_case(2, 6, 9, 0.3)),
+            Case("padding at the end of each row (its logits are huge garbage: they must not count)",
+                 _mlm_case(3, 8, 11, 0.4, pad=(3, 0, 5))),
+            Case("a single labelled position", (3 * torch.randn(2, 4, 7), one)),
+            Case("every position labelled", (full_logits, full_logits.argmax(-1).roll(1, dims=1))),
+            Case("rows with very different numbers of labelled positions",
+                 _mlm_case(4, 16, 20, 0.5, pad=(14, 0, 10, 2))),
+            Case("B=8, L=32, V=100, 15% labelled, as in BERT", _mlm_case(8, 32, 100, 0.15, pad=(0, 4, 9, 0, 20, 0, 1, 0))),
+        ]
+    hints = [
+        Hint(_mlm_wrong("acc_all_positions"),
+             "your accuracy counts every position, and an unlabelled one (label -100) can never be "
+             "right: compare the argmax with the label only where labels != -100, and divide by "
+             "the number of those positions."),
+        Hint(_mlm_wrong("acc_count"),
+             "your accuracy is the number of correct positions: divide by the number of labelled "
+             "positions to get a fraction."),
+        Hint(_mlm_wrong("loss_all_positions"),
+             "your loss counts the unlabelled positions (as if their label were token 0): select the "
+             "positions with labels != -100 first, or pass ignore_index=-100 to F.cross_entropy."),
+        Hint(_mlm_wrong("loss_per_sequence"),
+             "you averaged the loss per sequence and then over the batch: a sequence with 1 masked "
+             "token then weighs as much as one with 20. Average over all labelled positions of the "
+             "batch at once (every masked token counts the same)."),
+        Hint(_mlm_wrong("loss_sum"),
+             "your loss is the sum over the labelled positions: take the mean (F.cross_entropy's "
+             "default reduction)."),
+        Hint(_mlm_wrong("loss_over_all_count"),
+             "you divided the summed loss by all B·L positions: divide by the number of labelled "
+             "positions (labels != -100)."),
+    ]
+    run_check("check_mlm_loss_accuracy", mlm_loss_accuracy, _reference_mlm_loss_accuracy, cases, hints)
+
+
+def _reference_lr_schedule(peak_lr: float, warmup_steps: int, total_steps: int) -> Tensor:
+    """The learning rate of every optimiser step 0..total_steps under transformers'
+    get_linear_schedule_with_warmup, which bertbook.training.Optimizer uses."""
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=peak_lr)
+    sched = get_linear_schedule_with_warmup(opt, warmup_steps, total_steps)
+    lrs = []
+    for _ in range(total_steps + 1):
+        lrs.append(opt.param_groups[0]["lr"])  # the rate the next opt.step() uses
+        opt.step()
+        sched.step()
+    return torch.tensor(lrs, dtype=torch.float64)
+
+
+def _all_steps(lr_at: Callable[[int, float, int, int], float]) -> Callable[[float, int, int], Tensor]:
+    def schedule(peak_lr: float, warmup_steps: int, total_steps: int) -> Tensor:
+        return torch.tensor([float(lr_at(s, peak_lr, warmup_steps, total_steps))
+                             for s in range(total_steps + 1)], dtype=torch.float64)
+    schedule.__name__ = getattr(lr_at, "__name__", "your function")
+    return schedule
+
+
+def _lr_wrong(mistake: str):
+    def lr_at(step: int, peak: float, w: int, n: int) -> float:
+        if mistake == "no_warmup":
+            return peak * max(0.0, (n - step) / max(1, n - w))
+        if step < w:
+            if mistake == "warmup_plus_one":
+                return peak * (step + 1) / w
+            return peak * step / w
+        if mistake == "no_decay":
+            return peak
+        if mistake == "decay_over_all_steps":
+            return peak * max(0.0, (n - step) / n)
+        if mistake == "decay_to_end_plus_one":
+            return peak * max(0.0, (n - step + 1) / max(1, n - w + 1))
+        return peak * max(0.0, (n - step) / max(1, n - w))
+    return _all_steps(lr_at)
+
+
+def check_lr_schedule(lr_at: Callable[[int, float, int, int], float]) -> None:
+    """Exercise 5.2: ``lr_at(step, peak_lr, warmup_steps, total_steps)``: the learning rate of
+    optimiser step ``step`` (0 = the first update) under linear warm-up from 0 to ``peak_lr``
+    over ``warmup_steps`` steps, then linear decay to 0 at ``total_steps`` — exactly
+    ``transformers.get_linear_schedule_with_warmup``. Checked at every step 0..total_steps."""
+    cases = [
+        Case("peak 1e-3, 10 warm-up steps of 100", (1e-3, 10, 100)),
+        Case("peak 1.0, 1 warm-up step of 10", (1.0, 1, 10)),
+        Case("no warm-up: peak 5e-4, 0 of 50", (5e-4, 0, 50)),
+        Case("BERT's proportions: 10,000 warm-up steps of 1,000,000, scaled down to 40 of 400",
+             (1e-4, 40, 400)),
+        Case("warm-up over all but the last step: 99 of 100", (2e-3, 99, 100)),
+    ]
+    hints = [
+        Hint(_lr_wrong("warmup_plus_one"),
+             "your warm-up is one step ahead: the first update (step 0) uses learning rate 0 and step s "
+             "of the warm-up uses peak_lr · s / warmup_steps."),
+        Hint(_lr_wrong("no_warmup"), "the warm-up is missing: during the first warmup_steps steps the "
+             "rate grows linearly from 0 to peak_lr."),
+        Hint(_lr_wrong("no_decay"), "the decay is missing: after the warm-up the rate falls linearly "
+             "from peak_lr to 0 at total_steps."),
+        Hint(_lr_wrong("decay_over_all_steps"),
+             "your decay starts from the beginning (peak_lr · (total − s) / total), so the rate is "
+             "already below peak_lr when the warm-up ends: the decay runs over the remaining "
+             "total_steps − warmup_steps steps only."),
+        Hint(_lr_wrong("decay_to_end_plus_one"),
+             "your decay is off by one: the rate must be exactly peak_lr at s = warmup_steps and 0 at "
+             "s = total_steps."),
+    ]
+    run_check("check_lr_schedule", _all_steps(lr_at), _reference_lr_schedule, cases, hints,
+              atol=1e-9, rtol=1e-6)
+
+
+def _reference_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    from .distill import soft_target_loss
+
+    return soft_target_loss(student_logits, teacher_logits, temperature)
+
+
+def _distill_wrong(mistake: str):
+    def wrong(s: Tensor, t: Tensor, T: float) -> Tensor:
+        ts, tt, k = T, T, T ** 2
+        if mistake == "no_T2":
+            k = 1.0
+        elif mistake == "no_temperature":  # T² kept, but the softmaxes are not softened
+            ts = tt = 1.0
+        elif mistake == "student_only":
+            tt = 1.0
+        elif mistake == "teacher_only":
+            ts = 1.0
+        log_ps, log_pt = F.log_softmax(s / ts, -1), F.log_softmax(t / tt, -1)
+        if mistake == "reversed":
+            return k * (log_ps.exp() * (log_ps - log_pt)).sum(-1).mean()
+        if mistake == "cross_entropy":
+            return -k * (log_pt.exp() * log_ps).sum(-1).mean()
+        if mistake == "probs_as_input":  # F.kl_div(softmax(s/T), softmax(t/T)): the input must be log-probs
+            return k * F.kl_div(log_ps.exp(), log_pt.exp(), reduction="batchmean")
+        kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1)
+        if mistake == "mean_over_vocab":
+            return k * kl.mean() / s.shape[-1]
+        if mistake == "sum_over_rows":
+            return k * kl.sum()
+        return k * kl.mean()
+    return wrong
+
+
+def check_distillation_loss(distillation_loss: Callable[[Tensor, Tensor, float], Tensor]) -> None:
+    """Exercise 6.1: ``distillation_loss(student_logits, teacher_logits, temperature)``: the soft-target
+    term of DistilBERT, T² · KL(softmax(t/T) ‖ softmax(s/T)), the KL summed over the vocabulary and
+    averaged over the N rows (masked positions), as ``bertbook.distill.soft_target_loss``.
+    logits (N, V); returns a 0-d tensor."""
+    with _seeded(601):
+        s1, t1 = 2 * torch.randn(6, 30), 4 * torch.randn(6, 30)
+        same = 3 * torch.randn(4, 50)
+        cases = [
+            Case("N=6 masked positions, V=30, T=2", (s1, t1, 2.0)),
+            Case("the same logits at T=4", (s1, t1, 4.0)),
+            Case("T=1: no softening", (2 * torch.randn(5, 12), 4 * torch.randn(5, 12), 1.0)),
+            Case("a confident teacher (logits of size ~20), V=100, T=8",
+                 (torch.randn(8, 100), 20 * torch.randn(8, 100), 8.0)),
+            Case("a student equal to the teacher: the loss must be 0", (same.clone(), same.clone(), 2.0)),
+            Case("huge logits (±300): use log_softmax, not softmax().log()",
+                 (300 * torch.randn(3, 20), 300 * torch.randn(3, 20), 2.0)),
+            Case("one masked position, T=0.5 (sharper than the model)",
+                 (3 * torch.randn(1, 10), 3 * torch.randn(1, 10), 0.5)),
+        ]
+    hints = [
+        Hint(_distill_wrong("no_T2"),
+             "the factor T² is missing: the KL of softened distributions has gradients about 1/T² as "
+             "large, so DistilBERT multiplies it by temperature ** 2."),
+        Hint(_distill_wrong("no_temperature"),
+             "your softmaxes are not softened: divide both the student's and the teacher's logits by "
+             "the temperature before the (log-)softmax."),
+        Hint(_distill_wrong("student_only"),
+             "only the student's logits were divided by T: the teacher's must be softened too."),
+        Hint(_distill_wrong("teacher_only"),
+             "only the teacher's logits were divided by T: the student's must be softened too."),
+        Hint(_distill_wrong("reversed"),
+             "your KL goes the wrong way, KL(student ‖ teacher). Distillation uses KL(teacher ‖ student) "
+             "= Σ p_t (log p_t − log p_s). With F.kl_div the FIRST argument is the student's "
+             "log-probabilities and the second the teacher's: F.kl_div(log_p_s, log_p_t, log_target=True)."),
+        Hint(_distill_wrong("cross_entropy"),
+             "you computed the soft cross-entropy −Σ p_t log p_s: it has the same gradient but it is "
+             "not 0 when the student equals the teacher. Subtract the teacher's entropy, "
+             "Σ p_t (log p_t − log p_s)."),
+        Hint(_distill_wrong("probs_as_input"),
+             "F.kl_div expects LOG-probabilities as its first argument: pass log_softmax(s / T), not softmax."),
+        Hint(_distill_wrong("mean_over_vocab"),
+             "your KL is averaged over the vocabulary too (F.kl_div's reduction='mean'): sum over the "
+             "vocabulary and average over the rows (reduction='batchmean')."),
+        Hint(_distill_wrong("sum_over_rows"),
+             "your loss is summed over the rows: average it over the masked positions."),
+    ]
+    run_check("check_distillation_loss", distillation_loss, _reference_distillation_loss, cases, hints,
+              atol=1e-4, rtol=1e-4)
+
+
+def _layers_wrong(mistake: str):
+    def wrong(n: int) -> list:
+        k = math.ceil(n / 2)
+        if mistake == "even":
+            return list(range(0, n, 2))
+        if mistake == "odd":
+            return list(range(1, n, 2))
+        if mistake == "floor_k":
+            k = max(1, n // 2)
+        if k == 1:
+            return [0]
+        step = (n - 1) / (k - 1)
+        if mistake == "half_up":
+            return [math.floor(i * step + 0.5) for i in range(k)]
+        if mistake == "truncate":
+            return [int(i * step) for i in range(k)]
+        return [round(i * step) for i in range(k)]
+    return wrong
+
+
+def _as_list(student_layers: Callable[[int], Sequence[int]]) -> Callable[[int], list]:
+    def layers(num_teacher_layers: int):
+        out = student_layers(num_teacher_layers)
+        if isinstance(out, Tensor):
+            out = out.tolist()
+        return list(out) if isinstance(out, (list, tuple, range)) else out
+    layers.__name__ = getattr(student_layers, "__name__", "your function")
+    return layers
+
+
+def check_student_layers(student_layers: Callable[[int], Sequence[int]]) -> None:
+    """Exercise 6.2: ``student_layers(num_teacher_layers)``: the teacher layers that initialise the
+    student, as ``bertbook.distilbert.default_student_layers``: k = ⌈n/2⌉ layers at
+    round(i·(n − 1)/(k − 1)), i = 0..k−1 (Python's round), so the first and last are always kept."""
+    from .distilbert import default_student_layers
+
+    cases = [Case(f"a {n}-layer teacher{note}", (n,)) for n, note in (
+        (12, " (BERT-base: DistilBERT took [0, 2, 4, 7, 9, 11])"), (4, " (the book's teacher)"),
+        (6, ""), (24, " (BERT-large)"), (5, " (an odd number)"), (10, ""), (2, ""), (1, ""))]
+    hints = [
+        Hint(_layers_wrong("even"), "every other layer from 0 (0, 2, 4, ...) never reaches the teacher's "
+             "last layer, the one whose output the MLM head was trained on: spread the k layers evenly "
+             "from 0 to n − 1."),
+        Hint(_layers_wrong("odd"), "layers 1, 3, 5, ... skip the teacher's first layer: spread the k "
+             "layers evenly from 0 to n − 1, both ends included."),
+        Hint(_layers_wrong("floor_k"), "for an odd number of teacher layers the student gets ⌈n/2⌉ "
+             "layers (math.ceil(n / 2)), not n // 2."),
+        Hint(_layers_wrong("half_up"), "your positions are right except at exact halves: Python's round "
+             "rounds a half to the even integer (round(2.5) == 2), which is what the package uses."),
+        Hint(_layers_wrong("truncate"), "int() truncates (int(6.6) == 6): round the positions "
+             "i·(n − 1)/(k − 1) to the nearest integer with round()."),
+    ]
+    run_check("check_student_layers", _as_list(student_layers), default_student_layers, cases, hints)
