@@ -131,6 +131,20 @@ def nsp_next_doc(documents, d, i, rng):
     return documents[d][i], documents[d][i + 1], 0
 
 
+def nsp_swapped_by_hand(documents, d, i, rng):
+    """Labels written the other way round (1 = continuation), random B drawn first."""
+    if rng.random() < 0.5:
+        return documents[d][i], documents[d][i + 1], 1
+    j = rng.choice([k for k in range(len(documents)) if k != d])
+    return documents[d][i], rng.choice(documents[j]), 0
+
+
+def nsp_label0_random(documents, d, i, rng):
+    """Label 0 with a random B half of the time: not a consistent swap."""
+    a, b, label = sample_nsp_pair(documents, d, i, rng)
+    return a, b, 0
+
+
 def nsp_bool_label(documents, d, i, rng):
     a, b, label = sample_nsp_pair(documents, d, i, rng)
     return a, b, bool(label)
@@ -187,6 +201,8 @@ def test_wrong_masking_fails_with_advice(wrong, words):
 
 @pytest.mark.parametrize("wrong, words", [
     (nsp_swapped, ["labels are swapped", "0 = B really follows A"]),
+    (nsp_swapped_by_hand, ["labels are swapped", "wrong way round"]),
+    (nsp_label0_random, ["label 0 means B is the sentence right after A"]),
     (nsp_same_doc, ["A's own document", "j != d"]),
     (nsp_global_random, ["same rng seed", "from the rng argument"]),
     (nsp_mostly_random, ["about half", "rng.random() < 0.5"]),

@@ -897,15 +897,19 @@ def check_nsp_pair(sample_nsp_pair: Callable[..., Tuple[str, str, int]]) -> None
             if not isinstance(b, str) or b not in where:
                 raise fail("b is a sentence of the documents", f"b = {b!r} for {at}",
                            "B must be one sentence (a string) taken from the documents")
-        swapped = all((where[o[1]] == (d, i + 1)) == (o[2] == 1) for (d, i), o in zip(queries, answers))
+        if all((where[o[1]] == (d, i + 1)) == (o[2] == 1) for (d, i), o in zip(queries, answers)):
+            (d, i), (a, b, lab) = next(((q, o) for q, o in zip(queries, answers) if o[2] == 1))
+            raise fail(f"label 0 with the next sentence as b (for d={d}, i={i})",
+                       f"label 1 with b = {b!r}, the next sentence (and label 0 for every random b)",
+                       "the labels are the wrong way round",
+                       "your labels are swapped: in Hugging Face's convention (and ours) "
+                       "0 = B really follows A (IsNext), 1 = B is random (NotNext).")
         for (d, i), (a, b, lab) in zip(queries, answers):
             at = f"d={d}, i={i}"
             bd, bk = where[b]
             if lab == 0 and (bd, bk) != (d, i + 1):
-                hint = ("your labels are swapped: in Hugging Face's convention (and ours) "
-                        "0 = B really follows A (IsNext), 1 = B is random (NotNext).") if swapped else None
                 raise fail(f"with label 0, b = the next sentence {docs[d][i + 1]!r} (for {at})",
-                           f"b = {b!r}, label 0", "label 0 means B is the sentence right after A", hint)
+                           f"b = {b!r}, label 0", "label 0 means B is the sentence right after A")
             if lab == 1 and bd == d:
                 raise fail(f"with label 1, b from a document other than d={d}", f"b = {b!r} (for {at})",
                            "a random B came from A's own document",
