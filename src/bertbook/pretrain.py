@@ -7,6 +7,7 @@ N labelled positions, (N, V) logits instead of (B, L, V).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -114,20 +115,23 @@ def pretrain(
 @torch.no_grad()
 def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Batch],
                          device: Optional[Union[str, torch.device]] = None) -> Dict[str, float]:
-    """Held-out `mlm_accuracy` (over masked positions), `mlm_loss`, `nsp_accuracy`, `nsp_loss`.
-    Use batches masked once with a fixed seed, so that every evaluation sees the same masks."""
+    """Held-out `mlm_accuracy` (over masked positions), `mlm_loss`, and for a model with an NSP head
+    `nsp_accuracy`, `nsp_loss`. Works for DistilBertForMaskedLM too (batch keys it does not take,
+    token types and NSP labels, are dropped). Use batches masked once with a fixed seed, so that
+    every evaluation sees the same masks."""
     device = next(model.parameters()).device if device is None else torch.device(device)
-    model.eval()
+    model.to(device).eval()
+    accepted = set(inspect.signature(model.forward).parameters)
     sums: Dict[str, float] = Counter()
     for batch in batches:
         _check_pretraining_batch(batch)
         batch = to_device(batch, device)
-        out = model(**batch)
+        out = model(**{k: v for k, v in batch.items() if k in accepted})
         labels = batch["labels"][batch["labels"] != -100]
         sums["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
         sums["mlm_loss"] += out.mlm_loss.item() * labels.numel()  # weight by positions, not batches
         sums["mlm_n"] += labels.numel()
-        if "next_sentence_label" in batch:
+        if out.nsp_loss is not None:
             nsl = batch["next_sentence_label"]
             sums["nsp_correct"] += (out.seq_relationship_logits.argmax(-1) == nsl).sum().item()
             sums["nsp_loss"] += out.nsp_loss.item() * nsl.numel()

@@ -1,0 +1,44 @@
+"""Does distillation help? The 3-layer student fine-tuned with the teacher's soft labels vs its
+twin fine-tuned on the labels alone (same initialisation, same batches), over several seeds.
+
+The seed sets the student's fresh classifier head and the batch order; the teacher is the same
+fine-tuned MiniLM for all seeds. Models are cached like the report's (seed 0 is the report's).
+
+    python benchmarks/distill_seeds.py --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from bertbook import pipeline
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    _, tea = pipeline.finetuned_teacher(args.scale, progress=False)
+    rows = []
+    for seed in args.seeds:
+        _, kd = pipeline.finetuned_student(args.scale, kd=True, seed=seed, progress=False)
+        _, no = pipeline.finetuned_student(args.scale, kd=False, seed=seed, progress=False)
+        rows.append({"seed": seed, "kd": kd["test_accuracy"], "no_kd": no["test_accuracy"],
+                     "gain": kd["test_accuracy"] - no["test_accuracy"]})
+        if not args.json:
+            print(f"seed {seed}: student with KD {kd['test_accuracy']:.4f}, without {no['test_accuracy']:.4f}, "
+                  f"gain {100 * rows[-1]['gain']:+.2f} points", flush=True)
+    res = {"teacher_accuracy": tea["test_accuracy"], "seeds": rows,
+           "mean_kd": statistics.mean(r["kd"] for r in rows),
+           "mean_no_kd": statistics.mean(r["no_kd"] for r in rows),
+           "mean_gain": statistics.mean(r["gain"] for r in rows),
+           "seeds_with_gain": sum(r["gain"] > 0 for r in rows)}
+    print(json.dumps(res, indent=None if args.json else 2))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Command line: `python -m bertbook {pretrain,distill,finetune,report,export}`.
+
+Every command loads what the cache holds and trains the rest, so `report` after `pretrain` only
+trains the missing models. `--scale` defaults to gpu when CUDA is present, else cpu.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .configs import SCALES, default_scale, get_config
+from . import pipeline
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bertbook", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--scale", choices=SCALES, default=None,
+                        help="model and data size (default: gpu if CUDA is available, else cpu)")
+    common.add_argument("--cache-dir", default=None,
+                        help="checkpoint cache (default: $BERTBOOK_CACHE or ~/.cache/bertbook)")
+    common.add_argument("--retrain", action="store_true", help="ignore the cache for this command's models")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--compile", action="store_true", help="torch.compile the models being trained")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("pretrain", parents=[common], help="pretrain BERT from scratch (MLM + NSP)")
+    sub.add_parser("distill", parents=[common], help="distil the pretrained BERT into a DistilBERT")
+    sub.add_parser("finetune", parents=[common],
+                   help="fine-tune MiniLM on Rotten Tomatoes; the student with and without KD; the control")
+    rep = sub.add_parser("report", parents=[common], help="run or load the whole chain and print the results")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    exp = sub.add_parser("export", parents=[common], help="write a model in Hugging Face format")
+    exp.add_argument("--model", required=True, choices=pipeline.MODEL_NAMES)
+    exp.add_argument("--out", required=True, help="output directory")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = get_config(args.scale or default_scale(), compile=args.compile)
+    kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
+    log = (lambda *a: None) if args.quiet and args.command == "report" else \
+        (lambda *a: print(*a, file=sys.stderr))
+    if args.command == "pretrain":
+        _, info = pipeline.pretrained_teacher(cfg, retrain=args.retrain, **kw)
+        print(f"held-out MLM accuracy {info['heldout_mlm_accuracy']:.4f} (unigram baseline "
+              f"{info['unigram_baseline_accuracy']:.4f}), NSP accuracy {info['heldout_nsp_accuracy']:.4f}"
+              f"{' [cached]' if info['cached'] else ''}")
+    elif args.command == "distill":
+        _, info = pipeline.distilled_student(cfg, retrain=args.retrain, **kw)
+        print(f"student held-out MLM accuracy {info['heldout_mlm_accuracy']:.4f} (teacher "
+              f"{info['teacher_heldout_mlm_accuracy']:.4f}){' [cached]' if info['cached'] else ''}")
+    elif args.command == "finetune":
+        for name in ("teacher", "student", "student-no-kd", "random-init"):
+            if name == "teacher":
+                _, info = pipeline.finetuned_teacher(cfg, retrain=args.retrain, **kw)
+            elif name == "random-init":
+                _, info = pipeline.random_init_classifier(cfg, retrain=args.retrain, **kw)
+            else:
+                _, info = pipeline.finetuned_student(cfg, kd=name == "student", retrain=args.retrain, **kw)
+            print(f"{name:14s} test accuracy {info['test_accuracy']:.4f}{' [cached]' if info['cached'] else ''}")
+    elif args.command == "report":
+        if args.retrain:
+            raise SystemExit("report reads the cache; use --retrain with pretrain/distill/finetune")
+        res = pipeline.report(cfg, **kw)
+        if args.json:
+            print(json.dumps(res))
+        else:
+            for k, v in res.items():
+                print(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
+    elif args.command == "export":
+        out = pipeline.export(args.model, args.out, cfg, **kw)
+        task = "fill-mask" if args.model in ("pretrained", "distilled") else "text-classification"
+        log(f"wrote {out}: transformers.pipeline({task!r}, model={out!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""How big to run: one configuration per scale.
+
+* `cpu`: everything (pretraining, distillation, MiniLM fine-tuning, students, controls) in about
+  10 minutes on a 2-core CPU; what the book's stored outputs show.
+* `gpu`: a wider model, more steps, all the fine-tuning data; picked automatically when CUDA is
+  present.
+* `tiny`: seconds, for the smoke test.
+
+Each stage's settings are a separate dataclass so that a stage's cache key changes only when
+something that stage depends on changes.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from .bert import BertConfig
+
+SCALES = ("cpu", "gpu", "tiny")
+
+
+@dataclass
+class PretrainSettings:
+    vocab_size: int = 8192  # of the WordPiece tokenizer trained on the corpus
+    corpus: str = "gensim-enwiki"
+    max_seq_len: int = 128
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 2
+    intermediate_size: int = 512
+    pre_norm: bool = False
+    dropout: float = 0.1
+    batch_size: int = 32
+    steps: int = 400
+    lr: float = 1e-3
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    eval_every: int = 0  # 0: evaluate only at the end
+    max_train_docs: Optional[int] = None  # None: the whole corpus
+    seed: int = 0
+
+    def model_config(self, vocab_size: int) -> BertConfig:
+        return BertConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
+                          num_hidden_layers=self.num_hidden_layers,
+                          num_attention_heads=self.num_attention_heads,
+                          intermediate_size=self.intermediate_size,
+                          max_position_embeddings=self.max_seq_len, pre_norm=self.pre_norm,
+                          hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout)
+
+
+@dataclass
+class DistillSettings:
+    layers: Optional[Tuple[int, ...]] = None  # None: every other teacher layer
+    batch_size: int = 32
+    steps: int = 150
+    lr: float = 1e-3
+    warmup: float = 0.05
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class FinetuneSettings:
+    train_examples: Optional[int] = 4000  # None: all 10,202
+    test_examples: Optional[int] = None  # None: all 1,275 (fewer only for the smoke test)
+    max_length: int = 64
+    batch_size: int = 32
+    epochs: int = 1
+    lr: float = 1e-4
+    warmup: float = 0.1
+    pooling: str = "mean"
+    student_layers: Tuple[int, ...] = (0, 2, 4)
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels
+    random_init_lr: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class ScaleConfig:
+    name: str
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    compile: bool = False  # torch.compile the models being trained (GPU)
+    latency_batch: Tuple[int, int] = (32, 64)  # (batch, sequence length) for the CPU latency
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def default_scale() -> str:
+    """'gpu' when CUDA is present, else 'cpu'."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
+    """The configuration of a scale ('cpu', 'gpu', 'tiny'; None: `default_scale()`).
+
+    `overrides` set fields as `stage__field=value`, e.g. `pretrain__steps=100`.
+    """
+    scale = default_scale() if scale is None else scale
+    if scale == "cpu":
+        cfg = ScaleConfig("cpu")
+    elif scale == "gpu":
+        cfg = ScaleConfig(
+            "gpu",
+            pretrain=PretrainSettings(hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
+                                      intermediate_size=1024, batch_size=128, steps=3000, lr=1e-3,
+                                      eval_every=500),
+            distill=DistillSettings(batch_size=128, steps=1000, lr=5e-4),
+            finetune=FinetuneSettings(train_examples=None, epochs=2, lr=5e-5, batch_size=32),
+        )
+    elif scale == "tiny":
+        cfg = ScaleConfig(
+            "tiny",
+            pretrain=PretrainSettings(vocab_size=8192, max_seq_len=32, hidden_size=16, num_hidden_layers=2,
+                                      num_attention_heads=2, intermediate_size=32, batch_size=8,
+                                      steps=4, max_train_docs=6),
+            distill=DistillSettings(batch_size=8, steps=3),
+            finetune=FinetuneSettings(train_examples=32, test_examples=32, max_length=16, batch_size=16,
+                                      pooling="cls"),
+            latency_batch=(4, 16),
+        )
+    else:
+        raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
+    for key, value in overrides.items():
+        stage, _, name = key.partition("__")
+        target = getattr(cfg, stage, None) if name else cfg
+        name = name or stage
+        if target is None or not is_dataclass(target) or name not in {f.name for f in fields(target)}:
+            raise ValueError(f"unknown config override {key!r}")
+        setattr(target, name, value)
+    return copy.deepcopy(cfg)

@@ -1,0 +1,434 @@
+"""The book's chain of models, each loaded from the cache if a run already trained it, else trained
+and cached: so every chapter runs standalone, and the CLI's `report` and the notebooks share models.
+
+    pretrained_teacher   BERT pretrained from scratch on the Wikipedia sample (MLM + NSP)   ch. 5
+    distilled_student    DistilBERT distilled from it with the triple loss                  ch. 6
+    finetuned_teacher    the real MiniLM-L6-H384 fine-tuned on Rotten Tomatoes              ch. 7
+    finetuned_student    3 of its layers, fine-tuned with (kd=True) or without its soft labels
+    random_init_classifier   the same 3-layer shape from random weights: the control
+
+Each returns (model in eval mode, info): info holds the measured metrics, the training history,
+the seconds it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's
+settings, the data fingerprint, the upstream model's key and the package version.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
+from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
+from .configs import ScaleConfig, get_config
+from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher
+from .distill import distill
+from .finetune import classifier_from_pretrained, encode_texts, evaluate_classifier, finetune, make_batches
+from .pretrain import evaluate_pretraining, pretrain, unigram_baseline
+from .training import seed_everything
+
+MODEL_CLASSES = {c.__name__: c for c in (BertForPreTraining, DistilBertForMaskedLM,
+                                         BertForSequenceClassification, DistilBertForSequenceClassification)}
+MODEL_NAMES = ("pretrained", "distilled", "teacher", "student", "student-no-kd", "random-init")
+Info = Dict[str, Any]
+_MEMO: Dict[str, Any] = {}  # data and tokenizers, loaded once per process
+
+
+def _config(scale: Any) -> ScaleConfig:
+    if isinstance(scale, ScaleConfig):
+        return scale
+    if scale is not None and not isinstance(scale, str):
+        raise TypeError(f"scale must be 'cpu', 'gpu', 'tiny' or a ScaleConfig, got {type(scale).__name__}")
+    return get_config(scale)
+
+
+def _memo(key: str, make: Callable[[], Any]) -> Any:
+    if key not in _MEMO:
+        _MEMO[key] = make()
+    return _MEMO[key]
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' loading report and progress bars (the MiniLM checkpoint's unused
+    pooler weights are reported as a warning otherwise)."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
+            cache_dir: Optional[str], retrain: bool) -> Tuple[nn.Module, Info]:
+    """Load `<stage>-<key>` from the cache, else `build()` it and save it atomically."""
+    path = checkpoint_path(stage, key, cache_dir)
+    if not retrain:
+        found = load_checkpoint(path)  # None if missing or corrupt (then it warns and deletes)
+        if found is not None:
+            state, info = found
+            model = MODEL_CLASSES[info["class"]](BertConfig.from_dict(info["model_config"]))
+            model.load_state_dict(state)
+            info["cached"] = True
+            return model.eval(), info
+    t0 = time.perf_counter()
+    model, info = build()
+    info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
+    info["class"], info["model_config"] = type(model).__name__, model.config.to_dict()
+    save_checkpoint(path, model.state_dict(), info)
+    info["cached"] = False
+    return model.eval(), info
+
+
+# --------------------------------------------------------------------------- pretraining data
+
+
+@dataclass
+class PretrainingData:
+    """The tokenizer, the NSP pairs and the fixed held-out batches for one PretrainSettings."""
+
+    tokenizer: Any
+    train: Any  # masking.PretrainingDataset
+    eval_batches: List[Dict[str, torch.Tensor]]
+    unigram_token: str
+    unigram_accuracy: float
+    fingerprint: str
+
+    def loader(self, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
+        """Shuffled batches, masked afresh each time (dynamic masking), reproducible from `seed`."""
+        from .masking import PretrainingCollator
+
+        collate = PretrainingCollator.from_tokenizer(self.tokenizer, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(self.train, batch_size=batch_size, shuffle=True,
+                                           collate_fn=collate, generator=g)
+
+
+def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None) -> PretrainingData:
+    """Corpus -> tokenizer (trained once, cached) -> NSP pairs; held-out batches masked once
+    (seed 1234) so that every evaluation and the unigram baseline see the same positions."""
+    p = _config(scale).pretrain
+
+    def make() -> PretrainingData:
+        from .data import fingerprint, load_wiki_corpus
+        from .masking import PretrainingCollator, PretrainingDataset
+        from .tokenizer import get_pretraining_tokenizer
+
+        corpus = load_wiki_corpus(p.corpus)
+        tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size)
+        docs = corpus["train"]["sentences"]
+        if p.max_train_docs is not None:
+            docs = docs[:p.max_train_docs]
+        train = PretrainingDataset.from_documents(docs, tok, max_seq_len=p.max_seq_len, seed=p.seed)
+        held = PretrainingDataset.from_documents(corpus["validation"]["sentences"], tok,
+                                                 max_seq_len=p.max_seq_len, seed=p.seed + 1)
+        collate = PretrainingCollator.from_tokenizer(tok, seed=1234)
+        eval_batches = [collate([held[i] for i in range(j, min(j + 64, len(held)))])
+                        for j in range(0, len(held), 64)]
+        top, acc = unigram_baseline((q.tokens_a + q.tokens_b for q in train.pairs), eval_batches,
+                                    tok.all_special_ids)
+        fp = fingerprint(corpus) + f"-{len(tok)}-{p.max_train_docs}"
+        return PretrainingData(tok, train, eval_batches, tok.convert_ids_to_tokens(top), acc, fp)
+
+    return _memo(json.dumps(["pretraining", asdict(p), cache_dir]), make)
+
+
+def _pretrain_key(cfg: ScaleConfig, data: PretrainingData) -> str:
+    return cache_key("pretrain", cfg.pretrain, data.fingerprint)
+
+
+def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+                       progress: bool = True) -> Tuple[BertForPreTraining, Info]:
+    """BERT pretrained from scratch (MLM + NSP). info: `heldout_mlm_accuracy`,
+    `heldout_nsp_accuracy`, `unigram_baseline_accuracy`, `unigram_token`, `history`, ..."""
+    cfg = _config(scale)
+    p = cfg.pretrain
+    data = pretraining_data(cfg, cache_dir)
+
+    def build():
+        seed_everything(p.seed)
+        model = BertForPreTraining(p.model_config(len(data.tokenizer)))
+        hist = pretrain(model, data.loader(p.batch_size, p.seed), p.steps, lr=p.lr, warmup=p.warmup,
+                        weight_decay=p.weight_decay, eval_batches=data.eval_batches,
+                        eval_every=p.eval_every, compile=cfg.compile, seed=p.seed, progress=progress)
+        ev = evaluate_pretraining(model, data.eval_batches)
+        return model, {"heldout_mlm_accuracy": ev["mlm_accuracy"], "heldout_nsp_accuracy": ev["nsp_accuracy"],
+                       "heldout_mlm_loss": ev["mlm_loss"], "unigram_baseline_accuracy": data.unigram_accuracy,
+                       "unigram_token": data.unigram_token, "history": hist}
+
+    return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
+
+
+def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+                      progress: bool = True) -> Tuple[DistilBertForMaskedLM, Info]:
+    """DistilBERT initialised from every other layer of `pretrained_teacher` and distilled with
+    the triple loss on the same corpus. info: `heldout_mlm_accuracy`, `teacher_heldout_mlm_accuracy`,
+    `history`, ..."""
+    cfg = _config(scale)
+    d = cfg.distill
+    teacher, tinfo = pretrained_teacher(cfg, cache_dir, progress=progress)
+    data = pretraining_data(cfg, cache_dir)
+
+    def build():
+        student = student_from_teacher(teacher, d.layers)
+        hist = distill(teacher, student, data.loader(d.batch_size, d.seed), d.steps, lr=d.lr,
+                       warmup=d.warmup, temperature=d.temperature, alpha_ce=d.alpha_ce,
+                       alpha_mlm=d.alpha_mlm, alpha_cos=d.alpha_cos, compile=cfg.compile,
+                       seed=d.seed, progress=progress)
+        ev = evaluate_pretraining(student, data.eval_batches)
+        return student, {"heldout_mlm_accuracy": ev["mlm_accuracy"], "heldout_mlm_loss": ev["mlm_loss"],
+                         "teacher_heldout_mlm_accuracy": tinfo["heldout_mlm_accuracy"], "history": hist}
+
+    return _cached("distill", cache_key("distill", d, tinfo["key"]), build, cache_dir, retrain)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+@dataclass
+class ClassificationData:
+    """Rotten Tomatoes encoded with the MiniLM tokenizer, in length-grouped batches."""
+
+    tokenizer: Any
+    train_batches: List[Dict[str, torch.Tensor]]
+    test_batches: List[Dict[str, torch.Tensor]]
+    label_names: List[str]
+    fingerprint: str
+
+
+def _minilm():
+    from .pretrained import load_minilm
+
+    def make():
+        with quiet_transformers():
+            return load_minilm()
+    return _memo("minilm", make)
+
+
+def classification_data(scale: Any = None) -> ClassificationData:
+    """The first `train_examples` of the (shuffled) training split and the whole test split."""
+    f = _config(scale).finetune
+
+    def make() -> ClassificationData:
+        from .data import fingerprint, load_rotten_tomatoes
+
+        rt = load_rotten_tomatoes()
+        train = rt["train"] if f.train_examples is None else rt["train"].select(range(f.train_examples))
+        test = rt["test"] if f.test_examples is None else rt["test"].select(range(f.test_examples))
+        _, tok = _minilm()
+        train_ids = encode_texts(train["text"], tok, f.max_length)
+        test_ids = encode_texts(test["text"], tok, f.max_length)
+        return ClassificationData(
+            tok, make_batches(train_ids, train["label"], f.batch_size, tok.pad_token_id, seed=f.seed),
+            make_batches(test_ids, test["label"], 128, tok.pad_token_id, shuffle=False),
+            rt["train"].features["label"].names, fingerprint(rt))
+
+    return _memo(json.dumps(["classification", f.train_examples, f.test_examples, f.max_length,
+                             f.batch_size, f.seed]), make)
+
+
+def _teacher_key(cfg: ScaleConfig, data: ClassificationData) -> str:
+    from .pretrained import HUB_NAME
+
+    f = cfg.finetune
+    settings = {k: getattr(f, k) for k in ("train_examples", "test_examples", "max_length", "batch_size",
+                                           "epochs", "lr", "warmup", "pooling", "seed")}
+    return cache_key("teacher", settings, data.fingerprint, HUB_NAME)
+
+
+def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+                      progress: bool = True) -> Tuple[BertForSequenceClassification, Info]:
+    """The pretrained MiniLM-L6-H384 fine-tuned on Rotten Tomatoes. info: `test_accuracy`, ..."""
+    cfg = _config(scale)
+    f = cfg.finetune
+    data = classification_data(cfg)
+
+    def build():
+        bert, _ = _minilm()
+        model = classifier_from_pretrained(bert, len(data.label_names), f.pooling, seed=f.seed)
+        hist = finetune(model, data.train_batches, f.epochs, f.lr, f.warmup, seed=f.seed, progress=progress)
+        return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "history": hist}
+
+    return _cached("teacher", _teacher_key(cfg, data), build, cache_dir, retrain)
+
+
+def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bool = True,
+                      seed: Optional[int] = None, retrain: bool = False,
+                      progress: bool = True) -> Tuple[DistilBertForSequenceClassification, Info]:
+    """A DistilBERT classifier initialised from teacher layers `student_layers` and fine-tuned with
+    the teacher's soft labels (kd=True: α·CE + (1 − α)·T²·KL) or with the labels alone (kd=False,
+    the twin that isolates what distillation adds: same initialisation, same batches).
+    info: `test_accuracy`, ..."""
+    cfg = _config(scale)
+    f = cfg.finetune
+    seed = f.seed if seed is None else seed
+    data = classification_data(cfg)
+    teacher, tinfo = finetuned_teacher(cfg, cache_dir, progress=progress)
+
+    def build():
+        seed_everything(seed)  # the fresh classifier head
+        student = student_from_teacher(teacher, f.student_layers)
+        hist = finetune(student, data.train_batches, f.epochs, f.lr, f.warmup,
+                        teacher=teacher if kd else None, alpha=f.alpha, temperature=f.temperature,
+                        seed=seed, progress=progress)
+        return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
+                         "kd": kd, "seed": seed, "history": hist}
+
+    key = cache_key("student", f, tinfo["key"], kd, seed)
+    return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain)
+
+
+def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, seed: Optional[int] = None,
+                           retrain: bool = False, progress: bool = True
+                           ) -> Tuple[DistilBertForSequenceClassification, Info]:
+    """The student's shape from random weights, fine-tuned on the same batches: what pretraining
+    is worth. info: `test_accuracy`, ..."""
+    cfg = _config(scale)
+    f = cfg.finetune
+    seed = f.seed if seed is None else seed
+    data = classification_data(cfg)
+    bert, _ = _minilm()
+
+    def build():
+        seed_everything(seed)
+        config = copy.deepcopy(bert.config)
+        config.num_hidden_layers, config.num_labels = len(f.student_layers), len(data.label_names)
+        config.classifier_pooling = f.pooling
+        model = DistilBertForSequenceClassification(config)
+        hist = finetune(model, data.train_batches, f.epochs, f.random_init_lr, f.warmup, seed=seed,
+                        progress=progress)
+        return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "seed": seed,
+                       "history": hist}
+
+    key = cache_key("random-init", f, data.fingerprint, seed)
+    return _cached("random-init", key, build, cache_dir, retrain)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@torch.inference_mode()
+def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len: int = 64,
+                    repeats: int = 10, warmup: int = 2, seed: int = 0) -> Dict[str, float]:
+    """Median seconds per forward pass of each model on the CPU, input (batch_size, seq_len) of
+    random ids with no padding. The models are timed in turn, round by round, so that a busy
+    machine slows them alike."""
+    import statistics
+
+    if not models:
+        raise ValueError("measure_latency got no models")
+    g = torch.Generator().manual_seed(seed)
+    vocab = min(m.config.vocab_size for m in models.values())
+    ids = torch.randint(5, vocab, (batch_size, seq_len), generator=g)
+    mask = torch.ones_like(ids)
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for m in models.values():
+        m.cpu().eval()
+    for r in range(warmup + repeats):
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m(ids, mask)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = True,
+           latency_repeats: int = 10) -> Dict[str, Any]:
+    """Run (or load) the whole chain and return the results as one flat dict (see README)."""
+    cfg = _config(scale)
+    t0 = time.perf_counter()
+    _, pre = pretrained_teacher(cfg, cache_dir, progress=progress)
+    _, dis = distilled_student(cfg, cache_dir, progress=progress)
+    teacher, tea = finetuned_teacher(cfg, cache_dir, progress=progress)
+    student, stu = finetuned_student(cfg, cache_dir, kd=True, progress=progress)
+    _, nokd = finetuned_student(cfg, cache_dir, kd=False, progress=progress)
+    _, rnd = random_init_classifier(cfg, cache_dir, progress=progress)
+    b, L = cfg.latency_batch
+    lat = measure_latency({"teacher": teacher, "student": student}, b, L, latency_repeats)
+    infos = {"pretrain": pre, "distill": dis, "teacher": tea, "student": stu, "student_no_kd": nokd,
+             "random_init": rnd}
+    return {
+        "scale": cfg.name,
+        "pretrain_heldout_mlm_accuracy": pre["heldout_mlm_accuracy"],
+        "unigram_baseline_accuracy": pre["unigram_baseline_accuracy"],
+        "pretrain_heldout_nsp_accuracy": pre["heldout_nsp_accuracy"],
+        "distilled_heldout_mlm_accuracy": dis["heldout_mlm_accuracy"],
+        "teacher_accuracy": tea["test_accuracy"],
+        "student_accuracy": stu["test_accuracy"],
+        "student_no_kd_accuracy": nokd["test_accuracy"],
+        "random_init_accuracy": rnd["test_accuracy"],
+        "retention": stu["test_accuracy"] / tea["test_accuracy"],
+        "speedup": lat["teacher"] / lat["student"],
+        "teacher_latency_ms": 1000 * lat["teacher"],
+        "student_latency_ms": 1000 * lat["student"],
+        "latency_batch": [b, L],
+        "teacher_parameters": teacher.num_parameters(),
+        "student_parameters": student.num_parameters(),
+        "teacher_parameters_without_word_embeddings": teacher.num_parameters(exclude_embeddings=True),
+        "student_parameters_without_word_embeddings": student.num_parameters(exclude_embeddings=True),
+        "test_examples": sum(int(x["labels"].numel()) for x in classification_data(cfg).test_batches),
+        "train_seconds": {k: round(v["seconds"], 1) for k, v in infos.items()},
+        "cached": {k: v["cached"] for k, v in infos.items()},
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
+              progress: bool = True) -> Tuple[nn.Module, Info]:
+    """One of MODEL_NAMES by name (trains it and what it needs if not cached)."""
+    stages = {
+        "pretrained": lambda: pretrained_teacher(scale, cache_dir, progress=progress),
+        "distilled": lambda: distilled_student(scale, cache_dir, progress=progress),
+        "teacher": lambda: finetuned_teacher(scale, cache_dir, progress=progress),
+        "student": lambda: finetuned_student(scale, cache_dir, kd=True, progress=progress),
+        "student-no-kd": lambda: finetuned_student(scale, cache_dir, kd=False, progress=progress),
+        "random-init": lambda: random_init_classifier(scale, cache_dir, progress=progress),
+    }
+    if name not in stages:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    return stages[name]()
+
+
+def export(name: str, out_dir: str, scale: Any = None, cache_dir: Optional[str] = None,
+           progress: bool = True) -> str:
+    """Write model `name` in Hugging Face format (with its tokenizer) to `out_dir`:
+    `transformers.pipeline("fill-mask", out_dir)` loads the MLM models ("pretrained",
+    "distilled"), `pipeline("text-classification", out_dir)` the classifiers."""
+    from .hf import save_pretrained
+
+    pooling = _config(scale).finetune.pooling
+    if pooling != "cls" and name not in ("pretrained", "distilled"):
+        raise ValueError(
+            f"{name!r} is fine-tuned with {pooling!r} pooling, which Hugging Face's classifiers do not "
+            "have (they pool the [CLS] vector); use a config with finetune pooling='cls' to export it")
+    model, _ = get_model(name, scale, cache_dir, progress)
+    if name in ("pretrained", "distilled"):
+        tok = pretraining_data(scale, cache_dir).tokenizer
+    else:
+        tok = classification_data(scale).tokenizer
+    save_pretrained(model, out_dir, tok)
+    if name not in ("pretrained", "distilled"):  # readable labels in pipeline output
+        path = os.path.join(out_dir, "config.json")
+        with open(path) as fh:
+            conf = json.load(fh)
+        names = classification_data(scale).label_names
+        conf["id2label"] = {str(i): n for i, n in enumerate(names)}
+        conf["label2id"] = {n: i for i, n in enumerate(names)}
+        with open(path, "w") as fh:
+            json.dump(conf, fh, indent=2)
+    return out_dir
