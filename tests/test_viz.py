@@ -156,3 +156,9 @@ def test_plot_head_scores_mixed_shapes():
     with pytest.raises(KeyError):
         plot_head_scores({"a": torch.rand(2, 2)}, ["b"])
     matplotlib.pyplot.close("all")
+
+
+def test_groups_of_token_ids_add_up():
+    att, ids, mask = _synthetic()
+    s = attention_pattern_scores(att, ids, mask, {"[CLS]": CLS, "[SEP]": SEP, "both": [CLS, SEP]})
+    assert torch.allclose(s["both"], s["[CLS]"] + s["[SEP]"], atol=1e-6)

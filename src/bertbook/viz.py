@@ -51,12 +51,12 @@ def attention_pattern_scores(
     attentions: Attentions,
     input_ids: Tensor,
     attention_mask: Optional[Tensor] = None,
-    special_ids: Optional[Mapping[str, int]] = None,
+    special_ids: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
 ) -> Dict[str, Tensor]:
     """Per-head pattern scores, each a (layers, heads) tensor averaged over the real query tokens.
 
-    Keys: one per entry of `special_ids` (e.g. {"[CLS]": 101, "[SEP]": 102}): the attention mass on
-    the tokens with that id; "previous", "self", "next": the weight on position i-1, i, i+1 (queries
+    Keys: one per entry of `special_ids` (e.g. {"[CLS]": 101, "[SEP]": 102}, or a list of ids per
+    name for a group such as punctuation): the attention mass on the tokens with that id (those ids); "previous", "self", "next": the weight on position i-1, i, i+1 (queries
     without such a real neighbour are left out); "broad": the normalised entropy (1 = uniform).
     """
     a = stack_attentions(attentions)
@@ -71,7 +71,8 @@ def attention_pattern_scores(
     keys = mask[:, None, None, :].to(a.dtype)  # (B, 1, 1, L): padding keys carry no mass
     scores: Dict[str, Tensor] = {}
     for name, token_id in (special_ids or {}).items():
-        on_token = ((input_ids == token_id) & mask)[None, :, None, None, :].to(a.dtype)
+        wanted = torch.as_tensor(token_id, device=input_ids.device).reshape(-1)
+        on_token = (torch.isin(input_ids, wanted) & mask)[None, :, None, None, :].to(a.dtype)
         scores[name] = _mean_over((a * on_token).sum(-1), mask)
     pairs = mask[:, 1:] & mask[:, :-1]  # both i and i+1 are real tokens
     # diagonal(offset=-1)[k] = a[k+1, k]: query k+1 looking at its previous token k.
