@@ -38,10 +38,11 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     assert pipeline.report(cfg, cache_dir, progress=False, latency_repeats=1)["cached"] == \
         {k: True for k in res["cached"]}
 
-    out = str(tmp_path / "distilled")
-    pipeline.export("distilled", out, cfg, cache_dir, progress=False)
-    fill = transformers.pipeline("fill-mask", model=out, device="cpu")
-    assert len(fill("the [MASK] of the city.")) == 5
+    for name in ("pretrained", "distilled"):
+        out = str(tmp_path / name)
+        pipeline.export(name, out, cfg, cache_dir, progress=False)
+        fill = transformers.pipeline("fill-mask", model=out, device="cpu")
+        assert len(fill("the [MASK] of the city.")) == 5
     out = str(tmp_path / "student")
     pipeline.export("student", out, cfg, cache_dir, progress=False)
     clf = transformers.pipeline("text-classification", model=out, device="cpu")

@@ -34,11 +34,11 @@ class PretrainSettings:
     pre_norm: bool = False
     dropout: float = 0.1
     batch_size: int = 32
-    steps: int = 400
+    steps: int = 800
     lr: float = 1e-3
     warmup: float = 0.1
     weight_decay: float = 0.01
-    eval_every: int = 0  # 0: evaluate only at the end
+    eval_every: int = 200  # 0: evaluate only at the end
     max_train_docs: Optional[int] = None  # None: the whole corpus
     seed: int = 0
 
@@ -55,8 +55,8 @@ class PretrainSettings:
 class DistillSettings:
     layers: Optional[Tuple[int, ...]] = None  # None: every other teacher layer
     batch_size: int = 32
-    steps: int = 150
-    lr: float = 1e-3
+    steps: int = 300
+    lr: float = 5e-4
     warmup: float = 0.05
     temperature: float = 2.0
     alpha_ce: float = 5.0
@@ -74,7 +74,7 @@ class FinetuneSettings:
     epochs: int = 1
     lr: float = 1e-4
     warmup: float = 0.1
-    pooling: str = "mean"
+    pooling: str = "cls"  # [CLS] like transformers' classifiers, so `export` works; "mean" is an option
     student_layers: Tuple[int, ...] = (0, 2, 4)
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels
@@ -114,8 +114,8 @@ def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
             pretrain=PretrainSettings(hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
                                       intermediate_size=1024, batch_size=128, steps=3000, lr=1e-3,
                                       eval_every=500),
-            distill=DistillSettings(batch_size=128, steps=1000, lr=5e-4),
-            finetune=FinetuneSettings(train_examples=None, epochs=2, lr=5e-5, batch_size=32),
+            distill=DistillSettings(batch_size=128, steps=1000),
+            finetune=FinetuneSettings(train_examples=None, epochs=2, lr=1e-4, batch_size=32),
         )
     elif scale == "tiny":
         cfg = ScaleConfig(
