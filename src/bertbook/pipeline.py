@@ -282,7 +282,7 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
     def build():
         seed_everything(seed)  # the fresh classifier head
         student = student_from_teacher(teacher, f.student_layers)
-        hist = finetune(student, data.train_batches, f.epochs, f.lr, f.warmup,
+        hist = finetune(student, data.train_batches, f.epochs, f.student_lr or f.lr, f.warmup,
                         teacher=teacher if kd else None, alpha=f.alpha, temperature=f.temperature,
                         seed=seed, progress=progress)
         return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
