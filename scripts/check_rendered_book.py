@@ -21,8 +21,8 @@ from urllib.parse import unquote, urlparse
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--virtual-time-budget=5000"]
-TRACEBACK_MARKERS = ("Traceback (most recent call last)", "NameError:", "ModuleNotFoundError:",
-                     "ImportError:", "AssertionError")
+# What a cell that raised leaves in the page (myst-nb renders error outputs as "output traceback").
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'class="output traceback', 'class="output error')
 
 
 class Images(html.parser.HTMLParser):
