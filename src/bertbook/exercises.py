@@ -202,28 +202,32 @@ def run_check(
     return n
 
 
+def _call_student(name: str, fn: Callable[..., Any], args: Tuple[Any, ...], failure: str,
+                  kwargs: Optional[Dict[str, Any]] = None) -> Any:
+    """Call the student's function. NotImplementedError becomes "not implemented yet"; any other
+    exception becomes a failure that shows it after `failure` (the case, its input, what was expected)."""
+    try:
+        return fn(*args, **(kwargs or {}))
+    except NotImplementedError:
+        raise ExerciseFailed(
+            f"{name}: `{getattr(fn, '__name__', 'your function')}` is not implemented yet (it raised "
+            f"NotImplementedError). Replace `raise NotImplementedError()` with your code and run its cell again."
+        ) from None
+    except Exception as err:  # the student's bug: show it together with the input
+        raise ExerciseFailed(f"{failure}\n  got:       an exception, {type(err).__name__}: {err}") from err
+
+
 def _run_cases(name, student, reference, cases, hints, atol, rtol) -> int:
-    fn_name = getattr(student, "__name__", "your function")
     for i, case in enumerate(cases, 1):
         args, kwargs = _copy(case.args, case.kwargs)
         with torch.no_grad():
             expected = reference(*args, **kwargs)
         args, kwargs = _copy(case.args, case.kwargs)
-        try:
-            with torch.no_grad():
-                got = student(*args, **kwargs)
-        except NotImplementedError:
-            raise ExerciseFailed(
-                f"{name}: `{fn_name}` is not implemented yet (it raised NotImplementedError). "
-                f"Replace `raise NotImplementedError()` with your code and run its cell again."
-            ) from None
-        except Exception as err:  # the student's bug: show it together with the input
-            raise ExerciseFailed(
+        with torch.no_grad():
+            got = _call_student(name, student, args, kwargs=kwargs, failure=(
                 f"{name} failed on case {i} of {len(cases)} ({case.label}):\n"
                 f"  for input: {_describe_inputs(case, reference)}\n"
-                f"  expected:  {describe(expected)}\n"
-                f"  got:       an exception, {type(err).__name__}: {err}"
-            ) from err
+                f"  expected:  {describe(expected)}"))
         problem = compare(expected, got, atol, rtol)
         if problem is None:
             continue
@@ -684,7 +688,6 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
     from .masking import mask_tokens as reference
 
     name = "check_mask_tokens"
-    fn_name = getattr(mask_tokens_fn, "__name__", "your function")
     if not callable(mask_tokens_fn):
         raise ExerciseFailed(f"{name}: expected a function, got {type(mask_tokens_fn).__name__}")
     ours = [0, 1, 2, 3, 4]                 # [PAD] [UNK] [CLS] [SEP] [MASK], as in our tokenizer
@@ -709,18 +712,9 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
                    f"special_token_ids={special}, mlm_probability={p}"
             ref_counts = _mask_counts(ids, *reference(ids, vocab, mask_id, special, p), mask_id)
             given = ids.clone()
-            try:
-                out = mask_tokens_fn(given, vocab, mask_id, list(special), p)
-            except NotImplementedError:
-                raise ExerciseFailed(
-                    f"{name}: `{fn_name}` is not implemented yet (it raised NotImplementedError). "
-                    f"Replace `raise NotImplementedError()` with your code and run its cell again."
-                ) from None
-            except Exception as err:
-                raise ExerciseFailed(
-                    f"{name} failed on case {i} of {n} ({label}):\n  for input: {args}\n"
-                    f"  expected:  (masked_ids, labels), two tensors of shape {tuple(ids.shape)}\n"
-                    f"  got:       an exception, {type(err).__name__}: {err}") from err
+            out = _call_student(name, mask_tokens_fn, (given, vocab, mask_id, list(special), p), failure=(
+                f"{name} failed on case {i} of {n} ({label}):\n  for input: {args}\n"
+                f"  expected:  (masked_ids, labels), two tensors of shape {tuple(ids.shape)}"))
             fail = functools.partial(_check_failed, name, i, n, label, args)
             shape = tuple(ids.shape)
             if not (isinstance(out, (tuple, list)) and len(out) == 2
@@ -846,7 +840,6 @@ def check_nsp_pair(sample_nsp_pair: Callable[..., Tuple[str, str, int]]) -> None
     of another document and label 1, otherwise B is sentence ``i + 1`` and label 0 (Hugging
     Face's ``next_sentence_label``). All randomness comes from ``rng`` (a ``random.Random``)."""
     name = "check_nsp_pair"
-    fn_name = getattr(sample_nsp_pair, "__name__", "your function")
     if not callable(sample_nsp_pair):
         raise ExerciseFailed(f"{name}: expected a function, got {type(sample_nsp_pair).__name__}")
     cases = [("6 documents of 3 to 12 sentences", _nsp_documents([3, 12, 5, 8, 4, 10])),
@@ -867,19 +860,10 @@ def check_nsp_pair(sample_nsp_pair: Callable[..., Tuple[str, str, int]]) -> None
         for _ in range(2):  # twice with the same seed: the answers must be the same
             rng, answers = random.Random(4), []
             for d, i in queries:
-                try:
-                    answers.append(sample_nsp_pair(docs, d, i, rng))
-                except NotImplementedError:
-                    raise ExerciseFailed(
-                        f"{name}: `{fn_name}` is not implemented yet (it raised NotImplementedError). "
-                        f"Replace `raise NotImplementedError()` with your code and run its cell again."
-                    ) from None
-                except Exception as err:
-                    raise ExerciseFailed(
-                        f"{name} failed on case {ci} of {len(cases)} ({label}):\n"
-                        f"  for input: documents of {[len(x) for x in docs]} sentences, d={d}, i={i}\n"
-                        f"  expected:  (a, b, label)\n"
-                        f"  got:       an exception, {type(err).__name__}: {err}") from err
+                answers.append(_call_student(name, sample_nsp_pair, (docs, d, i, rng), failure=(
+                    f"{name} failed on case {ci} of {len(cases)} ({label}):\n"
+                    f"  for input: documents of {[len(x) for x in docs]} sentences, d={d}, i={i}\n"
+                    f"  expected:  (a, b, label)")))
             runs.append(answers)
         answers = runs[0]
         for (d, i), out in zip(queries, answers):  # the form of every answer first
