@@ -71,15 +71,18 @@ class FinetuneSettings:
     test_examples: Optional[int] = None  # None: all 1,275 (fewer only for the smoke test)
     max_length: int = 64
     batch_size: int = 32
-    epochs: int = 1
+    epochs: int = 2  # measured (seed 0): the teacher 80.0% after one epoch, 82.3% after two
     lr: float = 1e-4
     warmup: float = 0.1
     pooling: str = "cls"  # [CLS] like transformers' classifiers, so `export` works; "mean" is an option
     student_layers: Tuple[int, ...] = (0, 2, 4)
     temperature: float = 2.0
-    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels
-    student_lr: Optional[float] = 3e-4  # measured: 1e-4 leaves the 3-layer student undertrained (77.2% vs 78.3%)
-    random_init_lr: float = 1e-4
+    # Weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels. Measured, seeds 0-2,
+    # two epochs: alpha 0.1 gave students of 80.6/80.5/79.1%, alpha 0.5 gave 79.8/79.8/79.6%.
+    alpha: float = 0.1
+    student_lr: Optional[float] = 3e-4  # measured: 1e-4 undertrains the 3-layer student (1 epoch: 77.2% vs 78.3%)
+    # measured (1 epoch): 1e-4 and 1e-3 leave it at the majority class, 5e-4 reaches 68.8% (two epochs: 73.6%)
+    random_init_lr: float = 5e-4
     seed: int = 0
 
 
