@@ -5,6 +5,7 @@ The seed sets the student's fresh classifier head and the batch order; the teach
 fine-tuned MiniLM for all seeds. Models are cached like the report's (seed 0 is the report's).
 
     python benchmarks/distill_seeds.py --seeds 0 1 2
+    python benchmarks/distill_seeds.py --seeds 0 1 2 --set finetune__alpha=0.5   # another setting
 """
 from __future__ import annotations
 
@@ -13,25 +14,45 @@ import json
 import statistics
 
 from bertbook import pipeline
+from bertbook.configs import get_config
+
+
+def parse_overrides(items: list) -> dict:
+    """["finetune__alpha=0.5", ...] -> {"finetune__alpha": 0.5}; values are read as Python literals."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects STAGE__FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare string such as mean
+    return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", nargs="*", default=[], metavar="STAGE__FIELD=VALUE",
+                    help="config overrides, e.g. finetune__alpha=0.5 finetune__epochs=1")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    _, tea = pipeline.finetuned_teacher(args.scale, progress=False)
+    cfg = get_config(args.scale, **parse_overrides(args.set))
+    _, tea = pipeline.finetuned_teacher(cfg, progress=False)
     rows = []
     for seed in args.seeds:
-        _, kd = pipeline.finetuned_student(args.scale, kd=True, seed=seed, progress=False)
-        _, no = pipeline.finetuned_student(args.scale, kd=False, seed=seed, progress=False)
+        _, kd = pipeline.finetuned_student(cfg, kd=True, seed=seed, progress=False)
+        _, no = pipeline.finetuned_student(cfg, kd=False, seed=seed, progress=False)
         rows.append({"seed": seed, "kd": kd["test_accuracy"], "no_kd": no["test_accuracy"],
                      "gain": kd["test_accuracy"] - no["test_accuracy"]})
         if not args.json:
             print(f"seed {seed}: student with KD {kd['test_accuracy']:.4f}, without {no['test_accuracy']:.4f}, "
                   f"gain {100 * rows[-1]['gain']:+.2f} points", flush=True)
-    res = {"teacher_accuracy": tea["test_accuracy"], "seeds": rows,
+    res = {"overrides": args.set, "teacher_accuracy": tea["test_accuracy"], "seeds": rows,
            "mean_kd": statistics.mean(r["kd"] for r in rows),
            "mean_no_kd": statistics.mean(r["no_kd"] for r in rows),
            "mean_gain": statistics.mean(r["gain"] for r in rows),

@@ -22,3 +22,18 @@ def test_flops_formula_by_hand():
     c = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)
     matmul = 2 * (4 * 64 + 2 * 8 * 16) + 64 + 64 + 16
     assert gpu_pretrain.flops_per_token(c, 10) == pytest.approx(6 * matmul + 6 * 0.15 * 100 * 8 + 12 * 2 * 10 * 8)
+
+
+def test_distill_seeds_overrides(tmp_path, monkeypatch):
+    import distill_seeds
+    assert distill_seeds.parse_overrides(["finetune__alpha=0.5", "finetune__pooling=mean",
+                                          "finetune__student_layers=(1, 3, 5)"]) == \
+        {"finetune__alpha": 0.5, "finetune__pooling": "mean", "finetune__student_layers": (1, 3, 5)}
+    with pytest.raises(SystemExit, match="STAGE__FIELD=VALUE"):
+        distill_seeds.parse_overrides(["finetune__alpha"])
+    with pytest.raises(ValueError, match="unknown config override"):
+        distill_seeds.main(["--scale", "tiny", "--set", "finetune__alhpa=0.5"])
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = distill_seeds.main(["--scale", "tiny", "--seeds", "0", "--set", "finetune__alpha=0.5", "--json"])
+    assert res["overrides"] == ["finetune__alpha=0.5"] and len(res["seeds"]) == 1
+    assert 0 <= res["seeds"][0]["kd"] <= 1 and res["seeds_with_gain"] in (0, 1)
