@@ -37,3 +37,21 @@ def test_distill_seeds_overrides(tmp_path, monkeypatch):
     res = distill_seeds.main(["--scale", "tiny", "--seeds", "0", "--set", "finetune__alpha=0.5", "--json"])
     assert res["overrides"] == ["finetune__alpha=0.5"] and len(res["seeds"]) == 1
     assert 0 <= res["seeds"][0]["kd"] <= 1 and res["seeds_with_gain"] in (0, 1)
+
+
+def test_linear_probe_runs_on_a_few_reviews():
+    import linear_probe
+    res = linear_probe.main(["--train-examples", "64", "--eval-examples", "32", "--l2", "0.001", "0.01", "--json"])
+    assert res["train_examples"] == 64 and res["chosen_l2"] in (0.001, 0.01)
+    assert 0.0 <= res["test_accuracy"] <= 1.0 and res["train_accuracy"] > 0.8  # 384 features fit 64 reviews
+
+
+def test_logistic_regression_separates_separable_data():
+    import torch
+
+    import linear_probe
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    clf = linear_probe.fit_logistic(x, y, l2=1e-4)
+    assert linear_probe.accuracy(clf, x, y) > 0.97
