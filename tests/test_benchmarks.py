@@ -37,6 +37,12 @@ def test_distill_seeds_overrides(tmp_path, monkeypatch):
     res = distill_seeds.main(["--scale", "tiny", "--seeds", "0", "--set", "finetune__alpha=0.5", "--json"])
     assert res["overrides"] == ["finetune__alpha=0.5"] and len(res["seeds"]) == 1
     assert 0 <= res["seeds"][0]["kd"] <= 1 and res["seeds_with_gain"] in (0, 1)
+    # the override reached the pipeline: the alpha = 0.5 student is cached, the default one is not
+    from bertbook import pipeline
+    from bertbook.configs import get_config
+    _, info = pipeline.finetuned_student(get_config("tiny", finetune__alpha=0.5), kd=True, seed=0, progress=False)
+    assert info["cached"] and info["test_accuracy"] == res["seeds"][0]["kd"]
+    assert not pipeline.finetuned_student(get_config("tiny"), kd=True, seed=0, progress=False)[1]["cached"]
 
 
 def test_linear_probe_runs_on_a_few_reviews():
