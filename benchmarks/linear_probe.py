@@ -23,6 +23,7 @@ from bertbook.bert import pool
 from bertbook.configs import get_config
 from bertbook.data import load_rotten_tomatoes
 from bertbook.finetune import encode_texts, make_batches
+from bertbook.pretrained import load_minilm
 
 
 @torch.no_grad()
@@ -70,8 +71,7 @@ def main(argv=None) -> dict:
     f = get_config("cpu").finetune
     n_train = f.train_examples if args.train_examples is None else (args.train_examples or None)
     t0 = time.perf_counter()
-    with pipeline.quiet_transformers():
-        from bertbook.pretrained import load_minilm
+    with pipeline.quiet_transformers():  # MiniLM's unused pooler weights are reported otherwise
         model, tok = load_minilm()
     rt = load_rotten_tomatoes()
     splits = {"train": rt["train"] if n_train is None else rt["train"].select(range(n_train)),
