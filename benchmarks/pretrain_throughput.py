@@ -47,13 +47,17 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--seq", type=int, default=None, help="default: the scale's max_seq_len (cpu: 64)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    config = get_config(args.scale).pretrain.model_config(8192)
+    p = get_config(args.scale).pretrain
+    args.seq = args.seq or p.max_seq_len
+    if args.seq > p.max_seq_len:
+        raise SystemExit(f"--seq {args.seq} is longer than the model's {p.max_seq_len} positions")
+    config = p.model_config(8192)
     ours = BertForPreTraining(config)
     theirs = transformers.BertForPreTraining(hf_config(config, distil=False))
     batch = make_batch(config.vocab_size, args.batch, args.seq)

@@ -26,7 +26,9 @@ SCALES = ("cpu", "gpu", "tiny")
 class PretrainSettings:
     vocab_size: int = 8192  # of the WordPiece tokenizer trained on the corpus
     corpus: str = "gensim-enwiki"
-    max_seq_len: int = 128
+    # 64 tokens x 1,600 steps: 12.2% held-out MLM accuracy; 128 x 800 (the same tokens, the same
+    # three CPU minutes): 9.6%. This early, the number of updates limits the model, not the context.
+    max_seq_len: int = 64
     hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 2
@@ -34,7 +36,7 @@ class PretrainSettings:
     pre_norm: bool = False
     dropout: float = 0.1
     batch_size: int = 32
-    steps: int = 800
+    steps: int = 1600
     lr: float = 1e-3
     warmup: float = 0.1
     weight_decay: float = 0.01
@@ -115,9 +117,9 @@ def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
     elif scale == "gpu":
         cfg = ScaleConfig(
             "gpu",
-            pretrain=PretrainSettings(hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                                      intermediate_size=1024, batch_size=128, steps=3000, lr=1e-3,
-                                      eval_every=500),
+            pretrain=PretrainSettings(max_seq_len=128, hidden_size=256, num_hidden_layers=6,
+                                      num_attention_heads=4, intermediate_size=1024, batch_size=128,
+                                      steps=3000, lr=1e-3, eval_every=500),
             distill=DistillSettings(batch_size=128, steps=1000),
             finetune=FinetuneSettings(train_examples=None, epochs=2, lr=1e-4, batch_size=32),
         )
