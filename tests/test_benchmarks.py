@@ -61,3 +61,14 @@ def test_logistic_regression_separates_separable_data():
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     clf = linear_probe.fit_logistic(x, y, l2=1e-4)
     assert linear_probe.accuracy(clf, x, y) > 0.97
+
+
+def test_transformers_twin_trains_like_ours(tmp_path, monkeypatch):
+    import transformers_twin
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = transformers_twin.main(["--scale", "tiny", "--layers", "0", "2", "--no-dropout", "--json"])
+    assert res["layers"] == [0, 2] and not res["dropout"]
+    assert res["max_abs_logit_difference"] < 1e-4  # same weights, same loop: the same model after training
+    assert res["ours_accuracy"] == res["transformers_accuracy"]
+    with pytest.raises(SystemExit, match="out of range"):
+        transformers_twin.main(["--scale", "tiny", "--layers", "0", "9"])
