@@ -37,6 +37,10 @@ def test_distill_seeds_overrides(tmp_path, monkeypatch):
     res = distill_seeds.main(["--scale", "tiny", "--seeds", "0", "--set", "finetune__alpha=0.5", "--json"])
     assert res["overrides"] == ["finetune__alpha=0.5"] and len(res["seeds"]) == 1
     assert 0 <= res["seeds"][0]["kd"] <= 1 and res["seeds_with_gain"] in (0, 1)
+    row = res["seeds"][0]
+    assert 0 <= row["kd_validation"] <= 1 and 0 <= row["no_kd_validation"] <= 1
+    assert row["gain_validation"] == row["kd_validation"] - row["no_kd_validation"]
+    assert res["seeds_with_gain_validation"] in (0, 1) and 0 <= res["teacher_validation_accuracy"] <= 1
     # the override reached the pipeline: the alpha = 0.5 student is cached, the default one is not
     from bertbook import pipeline
     from bertbook.configs import get_config

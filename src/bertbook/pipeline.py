@@ -18,7 +18,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -201,13 +201,15 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, retrai
 
 @dataclass
 class ClassificationData:
-    """Rotten Tomatoes encoded with the MiniLM tokenizer, in length-grouped batches."""
+    """Rotten Tomatoes encoded with the MiniLM tokenizer, in length-grouped batches. No setting of
+    the pipeline was chosen on the validation batches: they are a second, independent test."""
 
     tokenizer: Any
     train_batches: List[Dict[str, torch.Tensor]]
     test_batches: List[Dict[str, torch.Tensor]]
     label_names: List[str]
     fingerprint: str
+    validation_batches: List[Dict[str, torch.Tensor]] = field(default_factory=list)
 
 
 def _minilm():
@@ -220,7 +222,8 @@ def _minilm():
 
 
 def classification_data(scale: Any = None) -> ClassificationData:
-    """The first `train_examples` of the (shuffled) training split and the whole test split."""
+    """The first `train_examples` of the (shuffled) training split and the whole test and validation
+    splits (`test_examples` of each, if set)."""
     f = _config(scale).finetune
 
     def make() -> ClassificationData:
@@ -228,14 +231,18 @@ def classification_data(scale: Any = None) -> ClassificationData:
 
         rt = load_rotten_tomatoes()
         train = rt["train"] if f.train_examples is None else rt["train"].select(range(f.train_examples))
-        test = rt["test"] if f.test_examples is None else rt["test"].select(range(f.test_examples))
+        test, val = (rt[k] if f.test_examples is None else rt[k].select(range(f.test_examples))
+                     for k in ("test", "validation"))
         _, tok = _minilm()
+
+        def eval_batches(split):
+            ids = encode_texts(split["text"], tok, f.max_length)
+            return make_batches(ids, split["label"], 128, tok.pad_token_id, shuffle=False)
+
         train_ids = encode_texts(train["text"], tok, f.max_length)
-        test_ids = encode_texts(test["text"], tok, f.max_length)
         return ClassificationData(
             tok, make_batches(train_ids, train["label"], f.batch_size, tok.pad_token_id, seed=f.seed),
-            make_batches(test_ids, test["label"], 128, tok.pad_token_id, shuffle=False),
-            rt["train"].features["label"].names, fingerprint(rt))
+            eval_batches(test), rt["train"].features["label"].names, fingerprint(rt), eval_batches(val))
 
     return _memo(json.dumps(["classification", f.train_examples, f.test_examples, f.max_length,
                              f.batch_size, f.seed]), make)
