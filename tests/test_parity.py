@@ -166,10 +166,7 @@ def test_training_matches_transformers(cls):
     config = small_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     torch.manual_seed(0)
     ours = cls(config)
-    hf = bb.to_transformers(ours)
-    if "Distil" in cls.__name__:
-        hf.config.seq_classif_dropout = 0.0
-        hf.dropout.p = 0.0
+    hf = bb.to_transformers(ours)  # classifier_dropout carries over (DistilBERT: seq_classif_dropout)
     ours.train(), hf.train()
     opt_ours, opt_hf = Optimizer(ours, 5, 1e-3, 0.2), Optimizer(hf, 5, 1e-3, 0.2)
     losses = []
