@@ -14,28 +14,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
 from bertbook import pipeline
 from bertbook.bert import pool
 from bertbook.configs import get_config
-from bertbook.data import load_rotten_tomatoes
-from bertbook.finetune import encode_texts, make_batches
 from bertbook.pretrained import load_minilm
 
 
 @torch.no_grad()
-def sentence_vectors(model, batches: List[Dict[str, torch.Tensor]]) -> torch.Tensor:
-    """(N, D) mean-pooled last hidden states, in example order (by each batch's `index`)."""
+def sentence_vectors(model, batches: List[Dict[str, torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) mean-pooled last hidden states and (N,) labels, in example order (by each batch's `index`)."""
     model.eval()
     n = 1 + max(int(b["index"].max()) for b in batches)
-    out = torch.empty(n, model.config.hidden_size)
+    out, labels = torch.empty(n, model.config.hidden_size), torch.empty(n, dtype=torch.long)
     for b in batches:
         h = model(b["input_ids"], b["attention_mask"]).last_hidden_state
         out[b["index"]] = pool(h, b["attention_mask"], "mean")
-    return out
+        labels[b["index"]] = b["labels"]
+    return out, labels
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int = 200) -> torch.nn.Linear:
@@ -68,29 +67,24 @@ def main(argv=None) -> dict:
                     help="score on only the first N validation and test reviews (the smoke test)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    f = get_config("cpu").finetune
-    n_train = f.train_examples if args.train_examples is None else (args.train_examples or None)
+    overrides = {"finetune__test_examples": args.eval_examples}  # caps validation and test alike
+    if args.train_examples is not None:
+        overrides["finetune__train_examples"] = args.train_examples or None
     t0 = time.perf_counter()
+    data = pipeline.classification_data(get_config("cpu", **overrides))  # the teacher's reviews and batches
     with pipeline.quiet_transformers():  # MiniLM's unused pooler weights are reported otherwise
-        model, tok = load_minilm()
-    rt = load_rotten_tomatoes()
-    splits = {"train": rt["train"] if n_train is None else rt["train"].select(range(n_train)),
-              "validation": rt["validation"], "test": rt["test"]}
-    if args.eval_examples is not None:
-        for name in ("validation", "test"):
-            splits[name] = splits[name].select(range(args.eval_examples))
+        model, _ = load_minilm()
     xs, ys = {}, {}
-    for name, ds in splits.items():
-        batches = make_batches(encode_texts(ds["text"], tok, f.max_length), ds["label"], 128,
-                               tok.pad_token_id, shuffle=False)
-        xs[name], ys[name] = sentence_vectors(model, batches), torch.as_tensor(ds["label"])
+    for name, batches in (("train", data.train_batches), ("validation", data.validation_batches),
+                          ("test", data.test_batches)):
+        xs[name], ys[name] = sentence_vectors(model, batches)
     mu, sd = xs["train"].mean(0), xs["train"].std(0) + 1e-6  # standardise with training statistics
     xs = {k: (v - mu) / sd for k, v in xs.items()}
     val = {l2: accuracy(fit_logistic(xs["train"], ys["train"], l2), xs["validation"], ys["validation"])
            for l2 in args.l2}
     best = max(val, key=val.get)
     clf = fit_logistic(xs["train"], ys["train"], best)
-    res = {"train_examples": len(splits["train"]), "validation_accuracy_by_l2": val, "chosen_l2": best,
+    res = {"train_examples": len(ys["train"]), "validation_accuracy_by_l2": val, "chosen_l2": best,
            "train_accuracy": accuracy(clf, xs["train"], ys["train"]),
            "test_accuracy": accuracy(clf, xs["test"], ys["test"]),
            "seconds": round(time.perf_counter() - t0, 1)}
