@@ -1,4 +1,5 @@
-"""A seconds-long run of the whole chain on the tiny config: pretrain -> distill -> fine-tune
+"""A seconds-long run of the whole chain on the tiny config: pretrain; MLM teacher -> distil (triple
+loss and MLM alone) -> fine-tune
 (MiniLM teacher, student with and without KD, control) -> export -> transformers.pipeline; then
 the same calls again load everything from the cache."""
 import json
@@ -20,25 +21,48 @@ def cache_dir(tmp_path_factory):
 def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     cfg = get_config("tiny")
     teacher, pre = pipeline.pretrained_teacher(cfg, cache_dir, progress=False)
-    assert not pre["cached"] and 0.0 <= pre["heldout_mlm_accuracy"] <= 1.0
+    assert not pre["cached"] and 0.0 <= pre["heldout_mask_accuracy"] <= 1.0
+    for k in ("heldout_random_accuracy", "heldout_unchanged_accuracy", "heldout_nsp_accuracy",
+              "train_nsp_accuracy", "unigram_mask_accuracy"):
+        assert 0.0 <= pre[k] <= 1.0, k
+    mlm_t, tmlm = pipeline.mlm_teacher(cfg, cache_dir, progress=False)
+    assert not tmlm["cached"] and mlm_t.config.vocab_size == 30522  # MiniLM's vocabulary
+    bert, _ = pipeline._minilm()
+    assert torch.equal(mlm_t.bert.embeddings.word_embeddings.weight, mlm_t.mlm.tied_embeddings[0].weight)
+    assert mlm_t.bert.embeddings.word_embeddings.weight is mlm_t.mlm.tied_embeddings[0].weight
+    assert not torch.equal(bert.encoder.layers[0].attention.qkv.weight,
+                           mlm_t.bert.encoder.layers[0].attention.qkv.weight)  # trained, MiniLM untouched
     student, dis = pipeline.distilled_student(cfg, cache_dir, progress=False)
-    assert not dis["cached"] and student.config.num_hidden_layers == 1
+    assert not dis["cached"] and student.config.num_hidden_layers == 2 and not dis["mlm_only"]
+    control, dmo = pipeline.distilled_student(cfg, cache_dir, mlm_only=True, progress=False)
+    assert not dmo["cached"] and dmo["mlm_only"] and dmo["key"] != dis["key"]
+    assert all(c == 0 for c in dmo["history"]["ce"]) and any(c > 0 for c in dis["history"]["ce"])
     res = pipeline.report(cfg, cache_dir, progress=False, latency_repeats=1)
-    for k in ("pretrain_heldout_mlm_accuracy", "unigram_baseline_accuracy", "teacher_accuracy",
+    for k in ("pretrain_heldout_mask_accuracy", "pretrain_unigram_mask_accuracy", "teacher_mlm_heldout_mask_accuracy",
+              "teacher_mlm_heldout_nsp_accuracy", "distilled_heldout_mask_accuracy",
+              "distilled_mlm_only_heldout_mask_accuracy", "copied_heldout_mask_accuracy",
+              "unigram_baseline_accuracy", "teacher_accuracy",
               "student_accuracy", "student_no_kd_accuracy", "random_init_accuracy", "retention",
               "speedup", "teacher_parameters", "student_parameters"):
         assert k in res
-    assert res["cached"]["pretrain"] and res["cached"]["distill"]
-    assert not res["cached"]["teacher"]
+    assert res["cached"]["pretrain"] and res["cached"]["mlm_teacher"] and res["cached"]["distill"]
+    assert res["cached"]["distill_mlm_only"] and not res["cached"]["teacher"]
 
     again, info = pipeline.pretrained_teacher(cfg, cache_dir, progress=False)
-    assert info["cached"] and info["heldout_mlm_accuracy"] == pre["heldout_mlm_accuracy"]
+    assert info["cached"] and info["heldout_mask_accuracy"] == pre["heldout_mask_accuracy"]
     for (k, v), w in zip(teacher.state_dict().items(), again.state_dict().values()):
         assert torch.equal(v, w), k
     assert pipeline.report(cfg, cache_dir, progress=False, latency_repeats=1)["cached"] == \
         {k: True for k in res["cached"]}
+    # A changed setting of a stage is a new key for it and for everything downstream, not upstream.
+    changed = get_config("tiny", distill__alpha_ce=1.0)
+    assert pipeline.mlm_teacher(changed, cache_dir, progress=False)[1]["key"] == tmlm["key"]
+    assert pipeline.distilled_student(changed, cache_dir, progress=False)[1]["key"] != dis["key"]
+    changed = get_config("tiny", mlm_teacher__lr=1e-4)
+    assert pipeline.mlm_teacher(changed, cache_dir, progress=False)[1]["key"] != tmlm["key"]
+    assert pipeline.distilled_student(changed, cache_dir, progress=False)[1]["key"] != dis["key"]
 
-    for name in ("pretrained", "distilled"):
+    for name in ("pretrained", "mlm-teacher", "mlm-student"):
         out = str(tmp_path / name)
         pipeline.export(name, out, cfg, cache_dir, progress=False)
         fill = transformers.pipeline("fill-mask", model=out, device="cpu")

@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--compile", action="store_true", help="torch.compile the models being trained")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pretrain", parents=[common], help="pretrain BERT from scratch (MLM + NSP)")
-    sub.add_parser("distill", parents=[common], help="distil the pretrained BERT into a DistilBERT")
+    sub.add_parser("distill", parents=[common],
+                   help="continue MiniLM's pretraining with MLM + NSP heads (the MLM teacher), then distil it "
+                        "into a half-depth DistilBERT (triple loss) and train the MLM-only control")
     sub.add_parser("finetune", parents=[common],
                    help="fine-tune MiniLM on Rotten Tomatoes; the student with and without KD; the control")
     rep = sub.add_parser("report", parents=[common], help="run or load the whole chain and print the results")
@@ -37,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mlm_line(name: str, info: dict) -> str:
+    nsp = f", NSP {info['heldout_nsp_accuracy']:.4f}" if "heldout_nsp_accuracy" in info else ""
+    return (f"{name:24s} held-out [MASK] accuracy {info['heldout_mask_accuracy']:.4f} (unigram "
+            f"{info['unigram_mask_accuracy']:.4f}){nsp}{' [cached]' if info.get('cached') else ''}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = get_config(args.scale or default_scale(), compile=args.compile)
@@ -45,13 +53,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         (lambda *a: print(*a, file=sys.stderr))
     if args.command == "pretrain":
         _, info = pipeline.pretrained_teacher(cfg, retrain=args.retrain, **kw)
-        print(f"held-out MLM accuracy {info['heldout_mlm_accuracy']:.4f} (unigram baseline "
-              f"{info['unigram_baseline_accuracy']:.4f}), NSP accuracy {info['heldout_nsp_accuracy']:.4f}"
-              f"{' [cached]' if info['cached'] else ''}")
+        print(_mlm_line("BERT from scratch", info))
     elif args.command == "distill":
-        _, info = pipeline.distilled_student(cfg, retrain=args.retrain, **kw)
-        print(f"student held-out MLM accuracy {info['heldout_mlm_accuracy']:.4f} (teacher "
-              f"{info['teacher_heldout_mlm_accuracy']:.4f}){' [cached]' if info['cached'] else ''}")
+        _, info = pipeline.mlm_teacher(cfg, retrain=args.retrain, **kw)
+        print(_mlm_line("MLM teacher", info))
+        _, info = pipeline.copied_student(cfg, **kw)
+        print(_mlm_line(f"copy of layers {info['layers']}", info))
+        for mlm_only in (False, True):
+            _, info = pipeline.distilled_student(cfg, mlm_only=mlm_only, retrain=args.retrain, **kw)
+            print(_mlm_line("student, MLM alone" if mlm_only else "student, triple loss", info))
     elif args.command == "finetune":
         for name in ("teacher", "student", "student-no-kd", "random-init"):
             if name == "teacher":
@@ -72,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
     elif args.command == "export":
         out = pipeline.export(args.model, args.out, cfg, **kw)
-        task = "fill-mask" if args.model in ("pretrained", "distilled") else "text-classification"
+        task = "fill-mask" if args.model in pipeline.MLM_MODELS else "text-classification"
         log(f"wrote {out}: transformers.pipeline({task!r}, model={out!r})")
     return 0
 

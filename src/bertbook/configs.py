@@ -42,6 +42,8 @@ class PretrainSettings:
     weight_decay: float = 0.01
     eval_every: int = 200  # 0: evaluate only at the end
     max_train_docs: Optional[int] = None  # None: the whole corpus
+    eval_pairs: Optional[int] = None  # held-out pairs evaluated; None: all of them
+    selection_docs: int = 0  # last training documents kept out of training, to choose settings on
     seed: int = 0
 
     def model_config(self, vocab_size: int) -> BertConfig:
@@ -54,11 +56,36 @@ class PretrainSettings:
 
 
 @dataclass
-class DistillSettings:
-    layers: Optional[Tuple[int, ...]] = None  # None: every other teacher layer
+class MLMTeacherSettings:
+    """Continued pretraining of the real MiniLM-L6-H384 (chapter 6's teacher): its encoder, a fresh
+    MLM head tied to its word embeddings and a fresh NSP head, trained on the Wikipedia sample with
+    MiniLM's own tokenizer."""
+
+    corpus: str = "gensim-enwiki"
+    max_seq_len: int = 64
     batch_size: int = 32
     steps: int = 300
-    lr: float = 5e-4
+    lr: float = 2e-4
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    eval_every: int = 100  # 0: evaluate only at the end
+    max_train_docs: Optional[int] = None  # None: the whole corpus
+    eval_pairs: Optional[int] = None  # held-out pairs evaluated; None: all of them
+    # The last 6 of the 90 training documents are never trained on: the selection split, on which
+    # the distillation settings are chosen, so that the held-out (validation) split is reported once.
+    selection_docs: int = 6
+    seed: int = 0
+
+
+@dataclass
+class DistillSettings:
+    """DistilBERT from the MLM teacher: the teacher at half depth, trained with the triple loss
+    (or, for the control, with alpha_ce = alpha_cos = 0: MLM alone) on the same batches."""
+
+    layers: Optional[Tuple[int, ...]] = (0, 2, 4)  # None: every other teacher layer, evenly spread
+    batch_size: int = 32
+    steps: int = 200
+    lr: float = 2e-4
     warmup: float = 0.05
     temperature: float = 2.0
     alpha_ce: float = 5.0
@@ -92,6 +119,7 @@ class FinetuneSettings:
 class ScaleConfig:
     name: str
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    mlm_teacher: MLMTeacherSettings = field(default_factory=MLMTeacherSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     compile: bool = False  # torch.compile the models being trained (GPU)
@@ -120,6 +148,7 @@ def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
             pretrain=PretrainSettings(max_seq_len=128, hidden_size=256, num_hidden_layers=6,
                                       num_attention_heads=4, intermediate_size=1024, batch_size=128,
                                       steps=3000, lr=1e-3, eval_every=500),
+            mlm_teacher=MLMTeacherSettings(max_seq_len=128, batch_size=128, steps=1000, eval_every=250),
             distill=DistillSettings(batch_size=128, steps=1000),
             finetune=FinetuneSettings(train_examples=None, epochs=2, lr=1e-4, batch_size=32),
         )
@@ -128,8 +157,10 @@ def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
             "tiny",
             pretrain=PretrainSettings(vocab_size=8192, max_seq_len=32, hidden_size=16, num_hidden_layers=2,
                                       num_attention_heads=2, intermediate_size=32, batch_size=8,
-                                      steps=4, max_train_docs=6),
-            distill=DistillSettings(batch_size=8, steps=3),
+                                      steps=4, max_train_docs=6, eval_pairs=64),
+            mlm_teacher=MLMTeacherSettings(max_seq_len=32, batch_size=8, steps=3, eval_every=0,
+                                           max_train_docs=8, eval_pairs=64, selection_docs=2),
+            distill=DistillSettings(layers=(0, 2), batch_size=8, steps=3),
             finetune=FinetuneSettings(train_examples=32, test_examples=32, max_length=16, batch_size=16,
                                       pooling="cls"),
             latency_batch=(4, 16),

@@ -134,8 +134,9 @@ def distill(
     """Train `student` to imitate the frozen `teacher` with `triple_loss` on pretraining batches
     (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
     Defaults: α_ce = 5, α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU
-    command). Returns the history: `step`, `loss`, `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and
-    `seconds`."""
+    command). With α_ce = α_cos = 0 the student trains on MLM alone and the teacher is not run
+    (`ce` and `cos` are logged as 0). Returns the history: `step`, `loss`, `ce`, `mlm`, `cos`,
+    `mlm_accuracy`, `lr`, and `seconds`."""
     if not isinstance(teacher, BertForPreTraining):
         raise TypeError(f"teacher must be a BertForPreTraining, got {type(teacher).__name__}")
     if not isinstance(student, DistilBertForMaskedLM):
@@ -143,6 +144,7 @@ def distill(
     check_compatible(teacher, student)
     check_temperature(temperature)
     check_alphas(alpha_ce=alpha_ce, alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
+    teacher_needed = alpha_ce > 0 or alpha_cos > 0
     seed_everything(seed)
     opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     teacher.to(opt.device).eval().requires_grad_(False)
@@ -157,11 +159,15 @@ def distill(
         batch = to_device(next(batches), opt.device)
         labels, mask = batch["labels"], batch["attention_mask"]
         with opt.autocast():
-            with torch.no_grad():
-                t = teacher(batch["input_ids"], mask, batch.get("token_type_ids"), labels=labels)
             s = run(batch["input_ids"], mask, labels=labels)
-            parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state, t.last_hidden_state,
-                                mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
+            if teacher_needed:
+                with torch.no_grad():
+                    t = teacher(batch["input_ids"], mask, batch.get("token_type_ids"), labels=labels)
+                parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state,
+                                    t.last_hidden_state, mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
+            else:  # MLM alone (the control): the teacher's forward pass would be thrown away
+                zero = s.mlm_loss.new_zeros(())
+                parts = {"loss": alpha_mlm * s.mlm_loss, "ce": zero, "mlm": s.mlm_loss, "cos": zero}
         opt.step(parts["loss"])
         with torch.no_grad():
             for k in ("loss", "ce", "mlm", "cos"):

@@ -72,20 +72,29 @@ def make_batches(input_ids: Sequence[Sequence[int]], labels: Optional[Sequence[i
     return batches
 
 
-def classifier_from_pretrained(bert: BertModel, num_labels: int = 2, pooling: str = "mean",
-                               seed: int = 0) -> BertForSequenceClassification:
-    """A BertForSequenceClassification whose encoder is a copy of the pretrained `bert` and whose
-    head is freshly initialised (seeded)."""
-    if not isinstance(bert, BertModel):
-        raise TypeError(f"expected a bertbook BertModel, got {type(bert).__name__}")
+def classifier_from_pretrained(bert: Union[BertModel, "DistilBertModel"], num_labels: int = 2,
+                               pooling: str = "mean", seed: int = 0
+                               ) -> Union[BertForSequenceClassification, "DistilBertForSequenceClassification"]:
+    """A classifier whose encoder is a copy of the pretrained `bert` and whose head is freshly
+    initialised (seeded): a BertForSequenceClassification for a BertModel, a
+    DistilBertForSequenceClassification for a DistilBertModel (e.g. a distilled MLM student's
+    `.distilbert`)."""
+    from .distilbert import DistilBertForSequenceClassification, DistilBertModel
+
+    if isinstance(bert, BertModel):
+        cls, body = BertForSequenceClassification, "bert"
+    elif isinstance(bert, DistilBertModel):
+        cls, body = DistilBertForSequenceClassification, "distilbert"
+    else:
+        raise TypeError(f"expected a bertbook BertModel or DistilBertModel, got {type(bert).__name__}")
     config = copy.deepcopy(bert.config)
     config.num_labels, config.classifier_pooling = num_labels, pooling
     config.__post_init__()  # re-validate the changed fields
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
-    own = model.bert.state_dict()
+    model = cls(config)
+    own = getattr(model, body).state_dict()
     src = {k: v for k, v in bert.state_dict().items() if k in own}
-    model.bert.load_state_dict({**own, **src})  # a pooler-less encoder keeps the fresh pooler
+    getattr(model, body).load_state_dict({**own, **src})  # a pooler-less encoder keeps the fresh pooler
     return model
 
 

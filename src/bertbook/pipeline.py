@@ -2,7 +2,9 @@
 and cached: so every chapter runs standalone, and the CLI's `report` and the notebooks share models.
 
     pretrained_teacher   BERT pretrained from scratch on the Wikipedia sample (MLM + NSP)   ch. 5
-    distilled_student    DistilBERT distilled from it with the triple loss                  ch. 6
+    mlm_teacher          the real MiniLM-L6-H384, MLM and NSP heads, further pretrained     ch. 6
+    copied_student       half of its layers copied into a DistilBERT, untrained: a control
+    distilled_student    that copy trained with the triple loss (mlm_only=True: MLM alone)
     finetuned_teacher    the real MiniLM-L6-H384 fine-tuned on Rotten Tomatoes              ch. 7
     finetuned_student    3 of its layers, fine-tuned with (kd=True) or without its soft labels
     random_init_classifier   the same 3-layer shape from random weights: the control
@@ -19,7 +21,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,15 +29,17 @@ from torch import nn
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
 from .configs import ScaleConfig, get_config
-from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher
+from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, default_student_layers,
+                         student_from_teacher)
 from .distill import distill
 from .finetune import classifier_from_pretrained, encode_texts, evaluate_classifier, finetune, make_batches
-from .pretrain import evaluate_pretraining, pretrain, unigram_baseline
+from .pretrain import constant_guess_accuracy, evaluate_pretraining, most_frequent_token, pretrain
 from .training import seed_everything
 
 MODEL_CLASSES = {c.__name__: c for c in (BertForPreTraining, DistilBertForMaskedLM,
                                          BertForSequenceClassification, DistilBertForSequenceClassification)}
-MODEL_NAMES = ("pretrained", "distilled", "teacher", "student", "student-no-kd", "random-init")
+MODEL_NAMES = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only", "teacher", "student",
+               "student-no-kd", "random-init")
 Info = Dict[str, Any]
 _MEMO: Dict[str, Any] = {}  # data and tokenizers, loaded once per process
 
@@ -99,7 +103,14 @@ def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
 
 @dataclass
 class PretrainingData:
-    """The tokenizer, the NSP pairs and the fixed held-out batches for one PretrainSettings."""
+    """The tokenizer, the NSP pairs and the fixed evaluation batches for one tokenizer and corpus.
+
+    `eval_batches`: the held-out pairs (the corpus' validation split), masked once (seed 1234).
+    `train_eval_batches`: as many training pairs, masked once the same way, to show what a model
+    memorised. `selection_batches`: pairs of the `selection_docs` training documents that nobody
+    trains on, to choose settings on (empty if there are none). The unigram
+    baseline always guesses `unigram_token`; `unigram_accuracy` is its accuracy over all selected
+    held-out positions, `unigram_mask_accuracy` at the `[MASK]` positions only."""
 
     tokenizer: Any
     train: Any  # masking.PretrainingDataset
@@ -107,6 +118,13 @@ class PretrainingData:
     unigram_token: str
     unigram_accuracy: float
     fingerprint: str
+    unigram_mask_accuracy: float = float("nan")
+    train_eval_batches: List[Dict[str, torch.Tensor]] = field(default_factory=list)
+    selection_batches: List[Dict[str, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.tokenizer.mask_token_id
 
     def loader(self, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
         """Shuffled batches, masked afresh each time (dynamic masking), reproducible from `seed`."""
@@ -117,44 +135,98 @@ class PretrainingData:
         return torch.utils.data.DataLoader(self.train, batch_size=batch_size, shuffle=True,
                                            collate_fn=collate, generator=g)
 
+    def evaluate(self, model: nn.Module) -> Dict[str, float]:
+        """`evaluate_pretraining` on the held-out batches, with the metrics per kind of position,
+        plus `train_*` and `selection_*`: the accuracies and losses on the fixed training batches
+        and on the selection batches."""
+        ev = evaluate_pretraining(model, self.eval_batches, mask_token_id=self.mask_token_id)
+        for prefix, batches in (("train", self.train_eval_batches), ("selection", self.selection_batches)):
+            if batches:
+                more = evaluate_pretraining(model, batches, mask_token_id=self.mask_token_id)
+                ev.update({f"{prefix}_{k}": v for k, v in more.items() if k.endswith(("accuracy", "loss"))})
+        return ev
 
-def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None) -> PretrainingData:
-    """Corpus -> tokenizer (trained once, cached) -> NSP pairs; held-out batches masked once
-    (seed 1234) so that every evaluation and the unigram baseline see the same positions."""
-    p = _config(scale).pretrain
+
+TOKENIZERS = ("wordpiece", "minilm")
+
+
+def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
+                     tokenizer: str = "wordpiece") -> PretrainingData:
+    """Corpus -> tokenizer -> NSP pairs; evaluation batches masked once (seed 1234) so that every
+    evaluation and the unigram baseline see the same positions.
+
+    `tokenizer="wordpiece"`: chapter 4's tokenizer trained on the corpus (trained once, cached), cut
+    as the `pretrain` settings say. `"minilm"`: MiniLM's own tokenizer, cut as the `mlm_teacher`
+    settings say (the data of the MLM teacher and its students)."""
+    cfg = _config(scale)
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
+    p = cfg.pretrain if tokenizer == "wordpiece" else cfg.mlm_teacher
+    settings = {k: getattr(p, k) for k in ("corpus", "max_seq_len", "max_train_docs", "eval_pairs",
+                                           "selection_docs", "seed")}
+    if tokenizer == "wordpiece":
+        settings["vocab_size"] = p.vocab_size
 
     def make() -> PretrainingData:
         from .data import fingerprint, load_wiki_corpus
         from .masking import PretrainingCollator, PretrainingDataset
-        from .tokenizer import get_pretraining_tokenizer
 
         corpus = load_wiki_corpus(p.corpus)
-        tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size)
+        if tokenizer == "wordpiece":
+            from .tokenizer import get_pretraining_tokenizer
+            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size)
+        else:
+            tok = _minilm()[1]
         docs = corpus["train"]["sentences"]
         if p.max_train_docs is not None:
             docs = docs[:p.max_train_docs]
+        if not 0 <= p.selection_docs < len(docs) - 1:  # NSP needs two training documents
+            raise ValueError(f"selection_docs={p.selection_docs} leaves too few of the {len(docs)} "
+                             "training documents to train on")
+        docs, chosen_on = docs[:len(docs) - p.selection_docs], docs[len(docs) - p.selection_docs:]
         train = PretrainingDataset.from_documents(docs, tok, max_seq_len=p.max_seq_len, seed=p.seed)
         held = PretrainingDataset.from_documents(corpus["validation"]["sentences"], tok,
                                                  max_seq_len=p.max_seq_len, seed=p.seed + 1)
-        collate = PretrainingCollator.from_tokenizer(tok, seed=1234)
-        eval_batches = [collate([held[i] for i in range(j, min(j + 64, len(held)))])
-                        for j in range(0, len(held), 64)]
-        top, acc = unigram_baseline((q.tokens_a + q.tokens_b for q in train.pairs), eval_batches,
-                                    tok.all_special_ids)
-        fp = fingerprint(corpus) + f"-{len(tok)}-{p.max_train_docs}"
-        return PretrainingData(tok, train, eval_batches, tok.convert_ids_to_tokens(top), acc, fp)
 
-    return _memo(json.dumps(["pretraining", asdict(p), cache_dir]), make)
+        def fixed_batches(ds, n):
+            collate = PretrainingCollator.from_tokenizer(tok, seed=1234)
+            return [collate([ds[i] for i in range(j, min(j + 64, n))]) for j in range(0, n, 64)]
+
+        n_eval = len(held) if p.eval_pairs is None else min(p.eval_pairs, len(held))
+        eval_batches = fixed_batches(held, n_eval)
+        train_eval = fixed_batches(train, min(len(train), n_eval))
+        selection = []
+        if p.selection_docs:
+            sel = PretrainingDataset.from_documents(chosen_on, tok, max_seq_len=p.max_seq_len, seed=p.seed + 2)
+            selection = fixed_batches(sel, min(len(sel), n_eval))
+        top = most_frequent_token((q.tokens_a + q.tokens_b for q in train.pairs), tok.all_special_ids)
+        acc = constant_guess_accuracy(top, eval_batches, tok.mask_token_id)
+        fp = fingerprint(corpus) + f"-{tokenizer}-{len(tok)}-{p.max_train_docs}-{n_eval}-{p.selection_docs}"
+        return PretrainingData(tok, train, eval_batches, tok.convert_ids_to_tokens(top), acc["all"], fp,
+                               acc["mask"], train_eval, selection)
+
+    return _memo(json.dumps(["pretraining", tokenizer, settings, cache_dir]), make)
 
 
 def _pretrain_key(cfg: ScaleConfig, data: PretrainingData) -> str:
     return cache_key("pretrain", cfg.pretrain, data.fingerprint)
 
 
+def _pretraining_info(ev: Dict[str, float], data: PretrainingData) -> Info:
+    """The info of an MLM stage: every metric of `PretrainingData.evaluate` as `heldout_*` (held
+    out), `train_*` (fixed training batches) or `selection_*`, and the unigram baseline."""
+    info = {(k if k.startswith(("train_", "selection_")) else f"heldout_{k}"): v for k, v in ev.items()}
+    info.update(unigram_baseline_accuracy=data.unigram_accuracy,
+                unigram_mask_accuracy=data.unigram_mask_accuracy, unigram_token=data.unigram_token)
+    return info
+
+
 def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
                        progress: bool = True) -> Tuple[BertForPreTraining, Info]:
-    """BERT pretrained from scratch (MLM + NSP). info: `heldout_mlm_accuracy`,
-    `heldout_nsp_accuracy`, `unigram_baseline_accuracy`, `unigram_token`, `history`, ..."""
+    """BERT pretrained from scratch (MLM + NSP), chapter 5. info: `heldout_mask_accuracy` (at the
+    `[MASK]` positions: the honest measure), `unigram_mask_accuracy` (its baseline),
+    `heldout_unchanged_accuracy`, `heldout_random_accuracy`, `heldout_mlm_accuracy` (all selected
+    positions), `heldout_nsp_accuracy` and `train_nsp_accuracy` (memorisation), `history`, ..."""
     cfg = _config(scale)
     p = cfg.pretrain
     data = pretraining_data(cfg, cache_dir)
@@ -164,36 +236,78 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
         model = BertForPreTraining(p.model_config(len(data.tokenizer)))
         hist = pretrain(model, data.loader(p.batch_size, p.seed), p.steps, lr=p.lr, warmup=p.warmup,
                         weight_decay=p.weight_decay, eval_batches=data.eval_batches,
-                        eval_every=p.eval_every, compile=cfg.compile, seed=p.seed, progress=progress)
-        ev = evaluate_pretraining(model, data.eval_batches)
-        return model, {"heldout_mlm_accuracy": ev["mlm_accuracy"], "heldout_nsp_accuracy": ev["nsp_accuracy"],
-                       "heldout_mlm_loss": ev["mlm_loss"], "unigram_baseline_accuracy": data.unigram_accuracy,
-                       "unigram_token": data.unigram_token, "history": hist}
+                        eval_every=p.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
+                        seed=p.seed, progress=progress)
+        return model, {**_pretraining_info(data.evaluate(model), data), "history": hist}
 
     return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
 
 
-def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+                progress: bool = True) -> Tuple[BertForPreTraining, Info]:
+    """The real MiniLM-L6-H384 with a fresh MLM head (tied to its word embeddings) and NSP head,
+    further pretrained on the Wikipedia sample with its own tokenizer (continued pretraining):
+    chapter 6's teacher. info: as `pretrained_teacher`'s."""
+    from .pretrained import HUB_NAME
+
+    cfg = _config(scale)
+    t = cfg.mlm_teacher
+    data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
+
+    def build():
+        seed_everything(t.seed)  # the fresh heads
+        bert, _ = _minilm()
+        model = BertForPreTraining(copy.deepcopy(bert.config))
+        model.bert.load_state_dict(bert.state_dict())  # encoder and pooler; the heads stay fresh
+        hist = pretrain(model, data.loader(t.batch_size, t.seed), t.steps, lr=t.lr, warmup=t.warmup,
+                        weight_decay=t.weight_decay, eval_batches=data.eval_batches,
+                        eval_every=t.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
+                        seed=t.seed, progress=progress)
+        return model, {**_pretraining_info(data.evaluate(model), data), "history": hist}
+
+    return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
+                   cache_dir, retrain)
+
+
+def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: Optional[Sequence[int]] = None,
+                   progress: bool = True) -> Tuple[DistilBertForMaskedLM, Info]:
+    """The MLM teacher's layers `layers` (default: the distill settings') copied into a DistilBERT,
+    not trained: the control that shows what initialisation alone gives. Cheap, so not cached.
+    info: the held-out metrics, as the stages'."""
+    cfg = _config(scale)
+    layers = cfg.distill.layers if layers is None else tuple(layers)
+    teacher, _ = mlm_teacher(cfg, cache_dir, progress=progress)
+    data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
+    student = student_from_teacher(teacher, layers).eval()
+    return student, {**_pretraining_info(data.evaluate(student), data), "layers": list(layers)}
+
+
+def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_only: bool = False,
+                      seed: Optional[int] = None, retrain: bool = False,
                       progress: bool = True) -> Tuple[DistilBertForMaskedLM, Info]:
-    """DistilBERT initialised from every other layer of `pretrained_teacher` and distilled with
-    the triple loss on the same corpus. info: `heldout_mlm_accuracy`, `teacher_heldout_mlm_accuracy`,
-    `history`, ..."""
+    """DistilBERT initialised from the `distill.layers` of `mlm_teacher` and trained on the
+    Wikipedia sample with the triple loss, or with `mlm_only=True` on the MLM loss alone
+    (α_ce = α_cos = 0: the control that isolates what the teacher adds; same batches, same steps).
+    info: the held-out metrics as `pretrained_teacher`'s, `teacher_heldout_mask_accuracy`, `history`."""
     cfg = _config(scale)
     d = cfg.distill
-    teacher, tinfo = pretrained_teacher(cfg, cache_dir, progress=progress)
-    data = pretraining_data(cfg, cache_dir)
+    seed = d.seed if seed is None else seed
+    teacher, tinfo = mlm_teacher(cfg, cache_dir, progress=progress)
+    data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
+    alpha_ce, alpha_cos = (0.0, 0.0) if mlm_only else (d.alpha_ce, d.alpha_cos)
 
     def build():
         student = student_from_teacher(teacher, d.layers)
-        hist = distill(teacher, student, data.loader(d.batch_size, d.seed), d.steps, lr=d.lr,
-                       warmup=d.warmup, temperature=d.temperature, alpha_ce=d.alpha_ce,
-                       alpha_mlm=d.alpha_mlm, alpha_cos=d.alpha_cos, compile=cfg.compile,
-                       seed=d.seed, progress=progress)
-        ev = evaluate_pretraining(student, data.eval_batches)
-        return student, {"heldout_mlm_accuracy": ev["mlm_accuracy"], "heldout_mlm_loss": ev["mlm_loss"],
-                         "teacher_heldout_mlm_accuracy": tinfo["heldout_mlm_accuracy"], "history": hist}
+        hist = distill(teacher, student, data.loader(d.batch_size, seed), d.steps, lr=d.lr,
+                       warmup=d.warmup, temperature=d.temperature, alpha_ce=alpha_ce,
+                       alpha_mlm=d.alpha_mlm, alpha_cos=alpha_cos, compile=cfg.compile,
+                       seed=seed, progress=progress)
+        return student, {**_pretraining_info(data.evaluate(student), data), "mlm_only": mlm_only,
+                         "seed": seed, "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
+                         "history": hist}
 
-    return _cached("distill", cache_key("distill", d, tinfo["key"]), build, cache_dir, retrain)
+    stage = "distill-mlm-only" if mlm_only else "distill"
+    return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain)
 
 
 # --------------------------------------------------------------------------- classification
@@ -360,21 +474,46 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
     cfg = _config(scale)
     t0 = time.perf_counter()
     _, pre = pretrained_teacher(cfg, cache_dir, progress=progress)
-    _, dis = distilled_student(cfg, cache_dir, progress=progress)
+    mlm_t, tmlm = mlm_teacher(cfg, cache_dir, progress=progress)
+    _, cop = copied_student(cfg, cache_dir, progress=progress)
+    mlm_s, dis = distilled_student(cfg, cache_dir, progress=progress)
+    _, dmo = distilled_student(cfg, cache_dir, mlm_only=True, progress=progress)
     teacher, tea = finetuned_teacher(cfg, cache_dir, progress=progress)
     student, stu = finetuned_student(cfg, cache_dir, kd=True, progress=progress)
     _, nokd = finetuned_student(cfg, cache_dir, kd=False, progress=progress)
     _, rnd = random_init_classifier(cfg, cache_dir, progress=progress)
     b, L = cfg.latency_batch
-    lat = measure_latency({"teacher": teacher, "student": student}, b, L, latency_repeats)
-    infos = {"pretrain": pre, "distill": dis, "teacher": tea, "student": stu, "student_no_kd": nokd,
-             "random_init": rnd}
+    lat = measure_latency({"teacher": teacher, "student": student, "mlm_teacher": mlm_t, "mlm_student": mlm_s},
+                          b, L, latency_repeats)
+    infos = {"pretrain": pre, "mlm_teacher": tmlm, "distill": dis, "distill_mlm_only": dmo, "teacher": tea,
+             "student": stu, "student_no_kd": nokd, "random_init": rnd}
     return {
         "scale": cfg.name,
+        # BERT from scratch (ch. 5): [MASK] positions are the headline, the rest shows copying
+        "pretrain_heldout_mask_accuracy": pre["heldout_mask_accuracy"],
+        "pretrain_unigram_mask_accuracy": pre["unigram_mask_accuracy"],
+        "pretrain_heldout_mask_loss": pre["heldout_mask_loss"],
+        "pretrain_heldout_random_accuracy": pre["heldout_random_accuracy"],
+        "pretrain_heldout_unchanged_accuracy": pre["heldout_unchanged_accuracy"],
         "pretrain_heldout_mlm_accuracy": pre["heldout_mlm_accuracy"],
         "unigram_baseline_accuracy": pre["unigram_baseline_accuracy"],
         "pretrain_heldout_nsp_accuracy": pre["heldout_nsp_accuracy"],
-        "distilled_heldout_mlm_accuracy": dis["heldout_mlm_accuracy"],
+        "pretrain_train_nsp_accuracy": pre["train_nsp_accuracy"],
+        # MiniLM with an MLM head (ch. 6's teacher) and its half-depth students
+        "teacher_mlm_heldout_mask_accuracy": tmlm["heldout_mask_accuracy"],
+        "teacher_mlm_unigram_mask_accuracy": tmlm["unigram_mask_accuracy"],
+        "teacher_mlm_heldout_nsp_accuracy": tmlm["heldout_nsp_accuracy"],
+        "teacher_mlm_train_nsp_accuracy": tmlm["train_nsp_accuracy"],
+        "copied_heldout_mask_accuracy": cop["heldout_mask_accuracy"],
+        "distilled_heldout_mask_accuracy": dis["heldout_mask_accuracy"],
+        "distilled_mlm_only_heldout_mask_accuracy": dmo["heldout_mask_accuracy"],
+        "distilled_mask_retention": dis["heldout_mask_accuracy"] / tmlm["heldout_mask_accuracy"],
+        "distill_layers": list(cfg.distill.layers or default_student_layers(mlm_t.config.num_hidden_layers)),
+        "mlm_teacher_parameters": mlm_t.num_parameters(),
+        "mlm_student_parameters": mlm_s.num_parameters(),
+        "mlm_teacher_latency_ms": 1000 * lat["mlm_teacher"],
+        "mlm_student_latency_ms": 1000 * lat["mlm_student"],
+        # Rotten Tomatoes (ch. 7)
         "teacher_accuracy": tea["test_accuracy"],
         "student_accuracy": stu["test_accuracy"],
         "student_no_kd_accuracy": nokd["test_accuracy"],
@@ -395,12 +534,17 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
     }
 
 
+MLM_MODELS = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only")
+
+
 def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
               progress: bool = True) -> Tuple[nn.Module, Info]:
     """One of MODEL_NAMES by name (trains it and what it needs if not cached)."""
     stages = {
         "pretrained": lambda: pretrained_teacher(scale, cache_dir, progress=progress),
-        "distilled": lambda: distilled_student(scale, cache_dir, progress=progress),
+        "mlm-teacher": lambda: mlm_teacher(scale, cache_dir, progress=progress),
+        "mlm-student": lambda: distilled_student(scale, cache_dir, progress=progress),
+        "mlm-student-mlm-only": lambda: distilled_student(scale, cache_dir, mlm_only=True, progress=progress),
         "teacher": lambda: finetuned_teacher(scale, cache_dir, progress=progress),
         "student": lambda: finetuned_student(scale, cache_dir, kd=True, progress=progress),
         "student-no-kd": lambda: finetuned_student(scale, cache_dir, kd=False, progress=progress),
@@ -414,22 +558,24 @@ def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
 def export(name: str, out_dir: str, scale: Any = None, cache_dir: Optional[str] = None,
            progress: bool = True) -> str:
     """Write model `name` in Hugging Face format (with its tokenizer) to `out_dir`:
-    `transformers.pipeline("fill-mask", out_dir)` loads the MLM models ("pretrained",
-    "distilled"), `pipeline("text-classification", out_dir)` the classifiers."""
+    `transformers.pipeline("fill-mask", out_dir)` loads the MLM models (`MLM_MODELS`),
+    `pipeline("text-classification", out_dir)` the classifiers."""
     from .hf import save_pretrained
 
     pooling = _config(scale).finetune.pooling
-    if pooling != "cls" and name not in ("pretrained", "distilled"):
+    if pooling != "cls" and name not in MLM_MODELS:
         raise ValueError(
             f"{name!r} is fine-tuned with {pooling!r} pooling, which Hugging Face's classifiers do not "
             "have (they pool the [CLS] vector); use a config with finetune pooling='cls' to export it")
     model, _ = get_model(name, scale, cache_dir, progress)
-    if name in ("pretrained", "distilled"):
+    if name == "pretrained":
         tok = pretraining_data(scale, cache_dir).tokenizer
+    elif name in MLM_MODELS:
+        tok = pretraining_data(scale, cache_dir, tokenizer="minilm").tokenizer
     else:
         tok = classification_data(scale).tokenizer
     save_pretrained(model, out_dir, tok)
-    if name not in ("pretrained", "distilled"):  # readable labels in pipeline output
+    if name not in MLM_MODELS:  # readable labels in pipeline output
         path = os.path.join(out_dir, "config.json")
         with open(path) as fh:
             conf = json.load(fh)

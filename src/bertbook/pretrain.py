@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .bert import BertForPreTraining
@@ -43,6 +44,7 @@ def pretrain(
     max_grad_norm: float = 1.0,
     eval_batches: Optional[Sequence[Batch]] = None,
     eval_every: int = 0,
+    mask_token_id: Optional[int] = None,
     log_every: int = 10,
     device: Optional[Union[str, torch.device]] = None,
     amp: Optional[bool] = None,
@@ -53,7 +55,8 @@ def pretrain(
     """Train `model` for `steps` optimiser steps on `train_batches` (cycled; a DataLoader re-masks
     each pass). Returns the history: every `log_every` steps the mean train `loss`, `mlm_loss`,
     `nsp_loss`, `mlm_accuracy`, `nsp_accuracy`, `lr` (with their `step`), and every `eval_every`
-    steps (and at the end) the held-out `eval_*` metrics of `evaluate_pretraining`; plus
+    steps (and at the end) the held-out `eval_*` metrics of `evaluate_pretraining` (with
+    `mask_token_id`, those at `[MASK]`, random and unchanged positions too); plus
     `tokens_per_second` and `seconds` (one value each). Tokens counted are non-padding tokens.
     """
     if not isinstance(model, BertForPreTraining):
@@ -100,7 +103,7 @@ def pretrain(
                 bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", mlm_acc=f"{hist['mlm_accuracy'][-1]:.3f}")
                 window = Counter()
             if eval_batches is not None and ((eval_every and step % eval_every == 0) or step == steps):
-                for k, v in evaluate_pretraining(model, eval_batches, opt.device).items():
+                for k, v in evaluate_pretraining(model, eval_batches, opt.device, mask_token_id).items():
                     hist.setdefault(f"eval_{k}", []).append(v)
                 hist["eval_step"].append(step)
                 model.train()
@@ -112,13 +115,36 @@ def pretrain(
     return hist
 
 
+KINDS = ("mask", "random", "unchanged")
+
+
+def position_kinds(batch: Batch, mask_token_id: int) -> Dict[str, Tensor]:
+    """Split the labelled positions of a batch by what the input shows there: `mask` ([MASK]),
+    `random` (another token) and `unchanged` (the answer itself). Each value is a (N,) bool
+    tensor over the N labelled positions, in the order of `labels[labels != -100]`. A random
+    replacement that happened to draw the original token shows the answer, so it counts as
+    unchanged: that is what the model sees."""
+    selected = batch["labels"] != -100
+    shown, answer = batch["input_ids"][selected], batch["labels"][selected]
+    is_mask = shown == mask_token_id
+    same = shown == answer
+    return {"mask": is_mask, "random": ~is_mask & ~same, "unchanged": ~is_mask & same}
+
+
 @torch.no_grad()
 def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Batch],
-                         device: Optional[Union[str, torch.device]] = None) -> Dict[str, float]:
-    """Held-out `mlm_accuracy` (over masked positions), `mlm_loss`, and for a model with an NSP head
-    `nsp_accuracy`, `nsp_loss`. Works for DistilBertForMaskedLM too (batch keys it does not take,
-    token types and NSP labels, are dropped). Use batches masked once with a fixed seed, so that
-    every evaluation sees the same masks."""
+                         device: Optional[Union[str, torch.device]] = None,
+                         mask_token_id: Optional[int] = None) -> Dict[str, float]:
+    """Held-out `mlm_accuracy` and `mlm_loss` over all selected positions, and for a model with an
+    NSP head `nsp_accuracy`, `nsp_loss`. With `mask_token_id` also, separately for the positions
+    that show `[MASK]`, a random token or the unchanged token (`position_kinds`):
+    `mask_accuracy`, `mask_loss`, `random_accuracy`, `random_loss`, `unchanged_accuracy`,
+    `unchanged_loss` and the counts `mask_n`, `random_n`, `unchanged_n`. The `[MASK]` positions are
+    the honest measure: at the unchanged 10% a model can copy its input.
+
+    Works for DistilBertForMaskedLM too (batch keys it does not take, token types and NSP labels,
+    are dropped). Use batches masked once with a fixed seed, so that every evaluation sees the
+    same masks."""
     device = next(model.parameters()).device if device is None else torch.device(device)
     model.to(device).eval()
     accepted = set(inspect.signature(model.forward).parameters)
@@ -128,9 +154,16 @@ def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Batch],
         batch = to_device(batch, device)
         out = model(**{k: v for k, v in batch.items() if k in accepted})
         labels = batch["labels"][batch["labels"] != -100]
-        sums["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
-        sums["mlm_loss"] += out.mlm_loss.item() * labels.numel()  # weight by positions, not batches
+        correct = out.logits.argmax(-1) == labels  # (N,)
+        losses = F.cross_entropy(out.logits.float(), labels, reduction="none")  # (N,)
+        sums["mlm_correct"] += correct.sum().item()
+        sums["mlm_loss"] += losses.sum().item()
         sums["mlm_n"] += labels.numel()
+        if mask_token_id is not None:
+            for kind, where in position_kinds(batch, mask_token_id).items():
+                sums[f"{kind}_correct"] += correct[where].sum().item()
+                sums[f"{kind}_loss"] += losses[where].sum().item()
+                sums[f"{kind}_n"] += int(where.sum())
         if out.nsp_loss is not None:
             nsl = batch["next_sentence_label"]
             sums["nsp_correct"] += (out.seq_relationship_logits.argmax(-1) == nsl).sum().item()
@@ -139,15 +172,19 @@ def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Batch],
     if not sums["mlm_n"]:
         raise ValueError("evaluate_pretraining got no masked positions (empty data set?)")
     res = {"mlm_accuracy": sums["mlm_correct"] / sums["mlm_n"], "mlm_loss": sums["mlm_loss"] / sums["mlm_n"]}
+    if mask_token_id is not None:
+        for kind in KINDS:
+            n = sums[f"{kind}_n"]
+            res[f"{kind}_n"] = int(n)
+            res[f"{kind}_accuracy"] = sums[f"{kind}_correct"] / n if n else float("nan")
+            res[f"{kind}_loss"] = sums[f"{kind}_loss"] / n if n else float("nan")
     if sums["nsp_n"]:
         res.update(nsp_accuracy=sums["nsp_correct"] / sums["nsp_n"], nsp_loss=sums["nsp_loss"] / sums["nsp_n"])
     return res
 
 
-def unigram_baseline(train_token_ids: Iterable[Sequence[int]], eval_batches: Iterable[Batch],
-                     special_ids: Sequence[int] = ()) -> Tuple[int, float]:
-    """(token id, accuracy) of always guessing the most frequent training token at each masked
-    held-out position: the plateau a model reaches by learning only token frequencies."""
+def most_frequent_token(train_token_ids: Iterable[Sequence[int]], special_ids: Sequence[int] = ()) -> int:
+    """The most frequent non-special token of the training text."""
     counts: Counter = Counter()
     for ids in train_token_ids:
         counts.update(ids)
@@ -155,12 +192,37 @@ def unigram_baseline(train_token_ids: Iterable[Sequence[int]], eval_batches: Ite
         counts.pop(s, None)
     if not counts:
         raise ValueError("unigram_baseline got no training tokens (empty data set?)")
-    top = counts.most_common(1)[0][0]
-    hit = n = 0
+    return counts.most_common(1)[0][0]
+
+
+def constant_guess_accuracy(token: int, eval_batches: Iterable[Batch],
+                            mask_token_id: Optional[int] = None) -> Dict[str, float]:
+    """Accuracy of always guessing `token`: over all selected positions (`all`) and, with
+    `mask_token_id`, at each kind of position of `position_kinds` (`mask`, `random`, `unchanged`)."""
+    hits: Dict[str, int] = Counter()
     for batch in eval_batches:
         labels = batch["labels"][batch["labels"] != -100]
-        hit += int((labels == top).sum())
-        n += labels.numel()
-    if not n:
+        right = labels == token
+        hits["all_hit"] += int(right.sum())
+        hits["all_n"] += labels.numel()
+        if mask_token_id is not None:
+            for kind, where in position_kinds(batch, mask_token_id).items():
+                hits[f"{kind}_hit"] += int(right[where].sum())
+                hits[f"{kind}_n"] += int(where.sum())
+    if not hits["all_n"]:
         raise ValueError("unigram_baseline got no masked held-out positions")
-    return top, hit / n
+    kinds = ("all",) + (KINDS if mask_token_id is not None else ())
+    return {k: hits[f"{k}_hit"] / hits[f"{k}_n"] if hits[f"{k}_n"] else float("nan") for k in kinds}
+
+
+def unigram_baseline(train_token_ids: Iterable[Sequence[int]], eval_batches: Iterable[Batch],
+                     special_ids: Sequence[int] = (), mask_token_id: Optional[int] = None
+                     ) -> Tuple[int, float]:
+    """(token id, accuracy) of always guessing the most frequent training token: the plateau a
+    model reaches by learning only token frequencies. The accuracy is over all selected held-out
+    positions, or with `mask_token_id` over the `[MASK]` positions only (the honest baseline for
+    the `mask_accuracy` of `evaluate_pretraining`)."""
+    eval_batches = list(eval_batches)
+    top = most_frequent_token(train_token_ids, special_ids)
+    acc = constant_guess_accuracy(top, eval_batches, mask_token_id)
+    return top, acc["all" if mask_token_id is None else "mask"]
