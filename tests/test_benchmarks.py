@@ -76,3 +76,21 @@ def test_transformers_twin_trains_like_ours(tmp_path, monkeypatch):
     assert res["ours_accuracy"] == res["transformers_accuracy"]
     with pytest.raises(SystemExit, match="out of range"):
         transformers_twin.main(["--scale", "tiny", "--layers", "0", "9"])
+
+
+def test_mlm_distill_seeds_pairs_each_seed(tmp_path, monkeypatch):
+    import mlm_distill_seeds
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = mlm_distill_seeds.main(["--scale", "tiny", "--seeds", "0", "1", "--finetune-seeds", "0", "--json"])
+    assert [r["seed"] for r in res["rows"]] == [0, 1]
+    for r in res["rows"]:
+        for split in ("selection", "heldout"):
+            assert r[f"gain_{split}"] == r[f"triple_{split}"] - r[f"mlm_only_{split}"]
+    assert res["gain_heldout"]["n"] == 2 and res["gain_heldout"]["ahead"] in (0, 1, 2)
+    down = res["downstream"]
+    assert len(down["copied"]) == len(down["distilled"]) == 1 and 0 <= down["distilled"][0]["test"] <= 1
+    # the seed-1 students are cached under their own keys, seed 0's is the pipeline's default
+    from bertbook import pipeline
+    from bertbook.configs import get_config
+    _, info = pipeline.distilled_student(get_config("tiny"), progress=False)
+    assert info["cached"] and info["heldout_mask_accuracy"] == res["rows"][0]["triple_heldout"]
