@@ -8,8 +8,10 @@ Every figure is given on the selection split (training documents nobody trains o
 there) and on the held-out split (the corpus' validation documents: the one the book reports).
 
     python benchmarks/mlm_distill_seeds.py --seeds 0 1 2 --json > benchmarks/results/mlm_distill_seeds.json
-    python benchmarks/mlm_distill_seeds.py --seeds 0 1 2 --set "distill__layers=(0, 2, 5)"
-    python benchmarks/mlm_distill_seeds.py --seeds 0 --finetune-seeds 0 1 2 3 4   # downstream
+    python benchmarks/mlm_distill_seeds.py --seeds 0 --set "distill__layers=(0, 2, 5)" --no-control --json \
+        > benchmarks/results/mlm_distill_seeds_layers_025.json
+    python benchmarks/mlm_distill_seeds.py --seeds 0 --no-control --finetune-seeds 0 1 2 3 4 --json \
+        > benchmarks/results/mlm_distill_downstream.json   # downstream
 """
 from __future__ import annotations
 
