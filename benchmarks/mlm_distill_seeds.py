@@ -12,6 +12,8 @@ there) and on the held-out split (the corpus' validation documents: the one the 
         > benchmarks/results/mlm_distill_seeds_layers_025.json
     python benchmarks/mlm_distill_seeds.py --seeds 0 --no-control --finetune-seeds 0 1 2 3 4 --json \
         > benchmarks/results/mlm_distill_downstream.json   # downstream
+    python benchmarks/mlm_distill_seeds.py --seeds 0 --set distill__temperature=1.0 --json \
+        > benchmarks/results/mlm_distill_T1.json   # a variant, on the selection split
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from bertbook.training import seed_everything
 
 sys.path.insert(0, os.path.dirname(__file__))
 from distill_seeds import parse_overrides  # noqa: E402  (one parser for both scripts' --set)
+
+
+TEACHER_ONLY = ("distill__temperature", "distill__alpha_ce", "distill__alpha_cos")
 
 
 def paired(gains: list) -> dict:
@@ -64,7 +69,11 @@ def main(argv=None) -> dict:
                     help="train only the triple-loss students (no MLM-alone twins, no gains)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = get_config(args.scale, **parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    cfg = get_config(args.scale, **overrides)
+    # The MLM-alone twin never reads the teacher's weights T, alpha_ce, alpha_cos: overriding them
+    # changes only the triple-loss student, and the twin is the default config's (cached) one.
+    control_cfg = get_config(args.scale, **{k: v for k, v in overrides.items() if k not in TEACHER_ONLY})
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     _, tinfo = pipeline.mlm_teacher(cfg, progress=False)
     copied, cinfo = pipeline.copied_student(cfg, progress=False)
@@ -80,7 +89,8 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         row = {"seed": seed}
         for name, mlm_only in (("triple", False),) + (() if args.no_control else (("mlm_only", True),)):
-            model, info = pipeline.distilled_student(cfg, mlm_only=mlm_only, seed=seed, progress=False)
+            model, info = pipeline.distilled_student(control_cfg if mlm_only else cfg, mlm_only=mlm_only,
+                                                     seed=seed, progress=False)
             students[(name, seed)] = model
             for s, k in split_keys.items():
                 row[f"{name}_{s}"] = info[k]

@@ -94,3 +94,18 @@ def test_mlm_distill_seeds_pairs_each_seed(tmp_path, monkeypatch):
     from bertbook.configs import get_config
     _, info = pipeline.distilled_student(get_config("tiny"), progress=False)
     assert info["cached"] and info["heldout_mask_accuracy"] == res["rows"][0]["triple_heldout"]
+
+
+def test_pretrain_settings_rows_same_tokens(tmp_path, monkeypatch):
+    import pretrain_settings
+    from bertbook.configs import get_config
+    base = get_config("tiny").pretrain
+    for _, ov in pretrain_settings.rows(base):  # every row sees the same number of token slots
+        p = get_config("tiny", **ov).pretrain
+        assert p.steps * p.max_seq_len == base.steps * base.max_seq_len
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = pretrain_settings.main(["--scale", "tiny", "--rows", "0", "2", "--json"])
+    assert [r["label"] for r in res["rows"]] == ["this chapter", "pre-LN, twice the length, half the steps"]
+    assert res["rows"][1]["pre_norm"] and res["rows"][1]["max_seq_len"] == 2 * base.max_seq_len
+    for r in res["rows"]:
+        assert 0 <= r["heldout_mask_accuracy"] <= 1 and 0 <= r["unigram_mask_accuracy"] <= 1

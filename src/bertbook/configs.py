@@ -1,7 +1,7 @@
 """How big to run: one configuration per scale.
 
-* `cpu`: everything (pretraining, distillation, MiniLM fine-tuning, students, controls) in about
-  10 minutes on a 2-core CPU; what the book's stored outputs show.
+* `cpu`: everything (pretraining, the MLM teacher, distillation, MiniLM fine-tuning, students,
+  controls) on a 2-core CPU; what the book's stored outputs show (times: benchmarks/README.md).
 * `gpu`: a wider model, more steps, all the fine-tuning data; picked automatically when CUDA is
   present.
 * `tiny`: seconds, for the smoke test.
@@ -26,8 +26,7 @@ SCALES = ("cpu", "gpu", "tiny")
 class PretrainSettings:
     vocab_size: int = 8192  # of the WordPiece tokenizer trained on the corpus
     corpus: str = "gensim-enwiki"
-    # 64 tokens x 1,600 steps: 12.2% held-out MLM accuracy; 128 x 800 (the same tokens, the same
-    # three CPU minutes): 9.6%. This early, the number of updates limits the model, not the context.
+    # Chosen among settings of the same token budget: benchmarks/pretrain_settings.py, chapter 5.
     max_seq_len: int = 64
     hidden_size: int = 128
     num_hidden_layers: int = 4
@@ -100,17 +99,14 @@ class FinetuneSettings:
     test_examples: Optional[int] = None  # None: all 1,275 (fewer only for the smoke test)
     max_length: int = 64
     batch_size: int = 32
-    epochs: int = 2  # measured (seed 0): the teacher 80.0% after one epoch, 82.3% after two
+    epochs: int = 2  # how each setting was chosen: benchmarks/README.md
     lr: float = 1e-4
     warmup: float = 0.1
     pooling: str = "cls"  # [CLS] like transformers' classifiers, so `export` works; "mean" is an option
     student_layers: Tuple[int, ...] = (0, 2, 4)
     temperature: float = 2.0
-    # Weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels. Measured, seeds 0-2,
-    # two epochs: alpha 0.1 gave students of 80.6/80.5/79.1%, alpha 0.5 gave 79.8/79.8/79.6%.
-    alpha: float = 0.1
-    student_lr: Optional[float] = 3e-4  # measured: 1e-4 undertrains the 3-layer student (1 epoch: 77.2% vs 78.3%)
-    # measured (1 epoch): 1e-4 and 1e-3 leave it at the majority class, 5e-4 reaches 68.8% (two epochs: 73.6%)
+    alpha: float = 0.1  # weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels
+    student_lr: Optional[float] = 3e-4  # None: the teacher's lr
     random_init_lr: float = 5e-4
     seed: int = 0
 
