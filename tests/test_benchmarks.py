@@ -49,6 +49,46 @@ def test_distill_seeds_overrides(tmp_path, monkeypatch):
     assert not pipeline.finetuned_student(get_config("tiny"), kd=True, seed=0, progress=False)[1]["cached"]
 
 
+def test_distill_seeds_transfer_pseudo_and_curve(tmp_path, monkeypatch):
+    import distill_seeds
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    out = tmp_path / "curve.json"
+    res = distill_seeds.main(["--scale", "tiny", "--seeds", "0", "1", "--transfer", "--pseudo",
+                              "--set", "finetune__transfer_examples=16", "--curve", "0", "16",
+                              "--out", str(out), "--json"])
+    assert res["transfer_examples"] == 16 and set(res["students"]) == {"kd", "no_kd", "transfer", "pseudo"}
+    assert set(res["gains"]) == {"kd_vs_no_kd", "transfer_vs_no_kd", "pseudo_vs_no_kd", "transfer_vs_kd",
+                                 "transfer_vs_pseudo"}
+    for r in res["seeds"]:  # flat rows: the existing keys and the new students' test and validation
+        for k in ("kd", "no_kd", "transfer", "pseudo", "transfer_validation", "pseudo_validation"):
+            assert 0 <= r[k] <= 1, k
+    g = res["gains"]["transfer_vs_no_kd"]["validation"]
+    gains = [r["transfer_validation"] - r["no_kd_validation"] for r in res["seeds"]]
+    assert g["n"] == 2 and g["ahead"] == sum(x > 0 for x in gains) and g["mean"] == pytest.approx(sum(gains) / 2)
+    assert g["se"] == pytest.approx(abs(gains[0] - gains[1]) / 2)  # stdev / sqrt(2) of two numbers
+    assert res["transfer_retention"]["test"] == pytest.approx(res["students"]["transfer"]["test"]["mean"]
+                                                              / res["teacher_accuracy"])
+    assert [p["transfer_examples"] for p in res["curve"]] == [0, 16]
+    zero, sixteen = res["curve"]
+    for seed_row, point0, point16 in zip(res["seeds"], zero["seeds"], sixteen["seeds"]):
+        assert point0["transfer"]["test"] == seed_row["kd"]  # size 0 is the distilled student itself
+        assert point16["transfer"]["test"] == seed_row["transfer"]  # the --set size: the same cached model
+        assert point16["pseudo"]["validation"] == seed_row["pseudo_validation"]
+    assert set(sixteen["gains"]) == {"transfer_vs_no_kd", "pseudo_vs_no_kd"}
+    import json
+    assert json.loads(out.read_text())["curve"][1]["transfer_examples"] == 16
+    # the override reached the pipeline: the 16-review transfer student is cached; nothing else was
+    # trained with a transfer set (size 0 of the curve was not trained again)
+    from bertbook import pipeline
+    from bertbook.configs import get_config
+    _, info = pipeline.transfer_student(get_config("tiny", finetune__transfer_examples=16), seed=1, progress=False)
+    assert info["cached"] and info["test_accuracy"] == res["seeds"][1]["transfer"]
+    files = os.listdir(tmp_path / "checkpoints")
+    assert sum(f.startswith("student-transfer-") for f in files) == 2  # seeds 0 and 1
+    assert sum(f.startswith("student-pseudo-") for f in files) == 2
+    assert sum(f.startswith("teacher-logits-") for f in files) == 1  # one pass of the teacher for all four
+
+
 def test_linear_probe_runs_on_a_few_reviews():
     import linear_probe
     res = linear_probe.main(["--train-examples", "64", "--eval-examples", "32", "--l2", "0.001", "0.01", "--json"])

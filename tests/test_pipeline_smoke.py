@@ -1,7 +1,7 @@
 """A seconds-long run of the whole chain on the tiny config: pretrain; MLM teacher -> distil (triple
 loss and MLM alone) -> fine-tune
-(MiniLM teacher, student with and without KD, control) -> export -> transformers.pipeline; then
-the same calls again load everything from the cache."""
+(MiniLM teacher, student with and without KD, with the transfer set and its pseudo-label control,
+control) -> export -> transformers.pipeline; then the same calls again load everything from the cache."""
 import json
 
 import pytest
@@ -43,8 +43,10 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
               "distilled_mlm_only_heldout_mask_accuracy", "copied_heldout_mask_accuracy",
               "unigram_baseline_accuracy", "teacher_accuracy",
               "student_accuracy", "student_no_kd_accuracy", "random_init_accuracy", "retention",
-              "speedup", "teacher_parameters", "student_parameters"):
+              "speedup", "teacher_parameters", "student_parameters", "student_transfer_accuracy",
+              "student_pseudo_label_accuracy", "transfer_examples"):
         assert k in res
+    assert res["transfer_examples"] == 48 and 0 <= res["student_transfer_accuracy"] <= 1
     assert res["cached"]["pretrain"] and res["cached"]["mlm_teacher"] and res["cached"]["distill"]
     assert res["cached"]["distill_mlm_only"] and not res["cached"]["teacher"]
 
@@ -62,15 +64,38 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     assert pipeline.mlm_teacher(changed, cache_dir, progress=False)[1]["key"] != tmlm["key"]
     assert pipeline.distilled_student(changed, cache_dir, progress=False)[1]["key"] != dis["key"]
 
+    # The transfer set: the teacher's logits are a cached stage; its size is in the transfer stages'
+    # keys and in no other stage's (their models stay cached when it changes).
+    logits, linfo = pipeline.teacher_logits(cfg, cache_dir, progress=False)
+    assert linfo["cached"] and logits["labelled"].shape == (32, 2) and logits["transfer"].shape == (48, 2)
+    soft, tra = pipeline.transfer_student(cfg, cache_dir, progress=False)
+    _, pse = pipeline.transfer_student(cfg, cache_dir, pseudo_labels=True, progress=False)
+    assert tra["cached"] and pse["cached"] and tra["key"] != pse["key"] and pse["pseudo_labels"]
+    assert tra["test_accuracy"] == res["student_transfer_accuracy"] and tra["teacher_logits_key"] == linfo["key"]
+    none = get_config("tiny", finetune__transfer_examples=0)
+    for stage, kw in ((pipeline.finetuned_teacher, {}), (pipeline.finetuned_student, {"kd": True}),
+                      (pipeline.finetuned_student, {"kd": False}), (pipeline.random_init_classifier, {})):
+        a, b = stage(cfg, cache_dir, progress=False, **kw)[1], stage(none, cache_dir, progress=False, **kw)[1]
+        assert a["cached"] and b["cached"] and a["key"] == b["key"], stage.__name__
+    assert pipeline.teacher_logits(none, cache_dir, progress=False)[1]["key"] != linfo["key"]
+    plain, zero = pipeline.transfer_student(none, cache_dir, progress=False)
+    assert not zero["cached"] and zero["key"] != tra["key"] and zero["transfer_examples"] == 0
+    # without a transfer set the transfer stage trains exactly the distilled student
+    kd_student, _ = pipeline.finetuned_student(cfg, cache_dir, kd=True, progress=False)
+    for (k, v), w in zip(kd_student.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert not all(torch.equal(v, w) for v, w in zip(soft.state_dict().values(), plain.state_dict().values()))
+
     for name in ("pretrained", "mlm-teacher", "mlm-student"):
         out = str(tmp_path / name)
         pipeline.export(name, out, cfg, cache_dir, progress=False)
         fill = transformers.pipeline("fill-mask", model=out, device="cpu")
         assert len(fill("the [MASK] of the city.")) == 5
-    out = str(tmp_path / "student")
-    pipeline.export("student", out, cfg, cache_dir, progress=False)
-    clf = transformers.pipeline("text-classification", model=out, device="cpu")
-    assert clf("a wonderful film")[0]["label"] in ("rotten", "fresh")
+    for name in ("student", "student-transfer"):
+        out = str(tmp_path / name)
+        pipeline.export(name, out, cfg, cache_dir, progress=False)
+        clf = transformers.pipeline("text-classification", model=out, device="cpu")
+        assert clf("a wonderful film")[0]["label"] in ("rotten", "fresh")
 
 
 def test_cli_report_json_and_bad_inputs(cache_dir, capsys, monkeypatch):

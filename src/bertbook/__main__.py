@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue MiniLM's pretraining with MLM + NSP heads (the MLM teacher), then distil it "
                         "into a half-depth DistilBERT (triple loss) and train the MLM-only control")
     sub.add_parser("finetune", parents=[common],
-                   help="fine-tune MiniLM on Rotten Tomatoes; the student with and without KD; the control")
+                   help="fine-tune MiniLM on Rotten Tomatoes; the student with and without KD, with the "
+                        "transfer set (soft labels) and its pseudo-label control; the random-init control")
     rep = sub.add_parser("report", parents=[common], help="run or load the whole chain and print the results")
     rep.add_argument("--json", action="store_true", help="print one JSON object")
     exp = sub.add_parser("export", parents=[common], help="write a model in Hugging Face format")
@@ -63,14 +64,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             _, info = pipeline.distilled_student(cfg, mlm_only=mlm_only, retrain=args.retrain, **kw)
             print(_mlm_line("student, MLM alone" if mlm_only else "student, triple loss", info))
     elif args.command == "finetune":
-        for name in ("teacher", "student", "student-no-kd", "random-init"):
+        for name in ("teacher", "student", "student-no-kd", "student-transfer", "student-pseudo", "random-init"):
             if name == "teacher":
                 _, info = pipeline.finetuned_teacher(cfg, retrain=args.retrain, **kw)
             elif name == "random-init":
                 _, info = pipeline.random_init_classifier(cfg, retrain=args.retrain, **kw)
+            elif name in ("student-transfer", "student-pseudo"):
+                _, info = pipeline.transfer_student(cfg, pseudo_labels=name == "student-pseudo",
+                                                    retrain=args.retrain, **kw)
             else:
                 _, info = pipeline.finetuned_student(cfg, kd=name == "student", retrain=args.retrain, **kw)
-            print(f"{name:14s} test accuracy {info['test_accuracy']:.4f}{' [cached]' if info['cached'] else ''}")
+            print(f"{name:16s} test accuracy {info['test_accuracy']:.4f}{' [cached]' if info['cached'] else ''}")
     elif args.command == "report":
         if args.retrain:
             raise SystemExit("report reads the cache; use --retrain with pretrain/distill/finetune")

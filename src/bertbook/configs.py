@@ -108,7 +108,17 @@ class FinetuneSettings:
     alpha: float = 0.1  # weight of the hard-label cross-entropy; 1 - alpha on the teacher's soft labels
     student_lr: Optional[float] = 3e-4  # None: the teacher's lr
     random_init_lr: float = 5e-4
+    # The transfer set (`pipeline.transfer_student`): this many *unlabelled* training reviews after
+    # the `train_examples` labelled ones, on which the student learns the teacher's soft labels alone.
+    # None: all that remain (6,202 at cpu scale, none when train_examples is None); 0: none. The
+    # stages without a transfer set leave it out of their cache keys: it does not change them.
+    transfer_examples: Optional[int] = None
     seed: int = 0
+
+
+# Fields of FinetuneSettings that only the transfer stages read: kept out of the other stages' keys,
+# so that their cached models stay valid and a changed transfer set does not retrain them.
+TRANSFER_FIELDS = ("transfer_examples",)
 
 
 @dataclass
@@ -158,7 +168,7 @@ def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
                                            max_train_docs=8, eval_pairs=64, selection_docs=2),
             distill=DistillSettings(layers=(0, 2), batch_size=8, steps=3),
             finetune=FinetuneSettings(train_examples=32, test_examples=32, max_length=16, batch_size=16,
-                                      pooling="cls"),
+                                      pooling="cls", transfer_examples=48),
             latency_batch=(4, 16),
         )
     else:

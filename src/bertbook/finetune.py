@@ -4,6 +4,10 @@ Batches are built once from token ids: grouped by length (examples of similar le
 so little compute goes to padding: about half the time of padding everything to the maximum) and
 each carries `index`, the examples' positions, so that a teacher's logits, computed once before
 training, can be looked up for any batch order.
+
+A *transfer set* is a second list of batches without labels: text the teacher labels with its soft
+labels (Hinton et al., 2015; Tang et al., 2019). `finetune` mixes both kinds in one shuffled stream
+and gives each batch the loss of its kind (`batch_loss`).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .bert import BertForSequenceClassification, BertModel
-from .distill import check_temperature, classification_kd_loss
+from .distill import check_temperature, classification_kd_loss, soft_target_loss
 from .training import Optimizer, seed_everything, to_device
 
 Batch = Dict[str, Tensor]
@@ -133,6 +137,33 @@ def evaluate_classifier(model: nn.Module, batches: Sequence[Mapping[str, Tensor]
     return correct / total
 
 
+def batch_loss(logits: Tensor, batch: Mapping[str, Tensor], teacher_logits: Optional[Tensor] = None,
+               alpha: float = 0.5, temperature: float = 2.0, pseudo_labels: bool = False) -> Tensor:
+    """The loss of one batch, by what the batch carries.
+
+    A labelled batch (`labels` (B,)): cross-entropy without a teacher, else α·CE + (1 − α)·T²·KL.
+    An unlabelled batch (a transfer batch: no `labels`): the teacher's soft labels alone,
+    T²·KL(teacher ‖ student), since there is no label to share the weight with; with
+    `pseudo_labels`, cross-entropy on the teacher's hard labels (its argmax), as if they were labels.
+    logits, teacher_logits: (B, C), the teacher's rows for this batch's examples. Returns a scalar.
+    """
+    if "labels" in batch:
+        if teacher_logits is None:
+            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        return classification_kd_loss(logits.float(), teacher_logits, batch["labels"], alpha, temperature)
+    if teacher_logits is None:
+        raise ValueError("a batch without labels needs the teacher's logits: it has nothing else to learn from")
+    if pseudo_labels:
+        return torch.nn.functional.cross_entropy(logits.float(), teacher_logits.argmax(-1))
+    return soft_target_loss(logits.float(), teacher_logits, temperature)
+
+
+def _check_logits(logits: Tensor, batches: Sequence[Batch], num_labels: int, what: str) -> None:
+    n = 1 + max(int(b["index"].max()) for b in batches)
+    if logits.dim() != 2 or logits.shape[0] < n or logits.shape[-1] != num_labels:
+        raise ValueError(f"{what} {tuple(logits.shape)} do not cover {n} examples x {num_labels} labels")
+
+
 def finetune(
     model: nn.Module,
     train_batches: Sequence[Batch],
@@ -150,38 +181,58 @@ def finetune(
     amp: Optional[bool] = None,
     seed: int = 0,
     progress: bool = True,
+    transfer_batches: Sequence[Batch] = (),
+    transfer_logits: Optional[Tensor] = None,
+    pseudo_labels: bool = False,
 ) -> History:
     """Fine-tune a sequence classifier on `train_batches` (from `make_batches`, with labels) for
     `epochs` passes, batch order reshuffled each epoch.
 
     Without a teacher the loss is cross-entropy. With `teacher` (a classifier, run once over the
     training batches before training) or precomputed `teacher_logits` (N, C) it is
-    α·CE + (1 − α)·T²·KL(teacher ‖ student). Returns the history: `step`, `loss`, `accuracy`
-    (running, on the training batches), `lr`, and `seconds`.
+    α·CE + (1 − α)·T²·KL(teacher ‖ student).
+
+    `transfer_batches` (from `make_batches` without labels; their own `index` into
+    `transfer_logits` (M, C), or the teacher run once over them) add unlabelled text: each epoch is
+    one stream of the labelled and the transfer batches shuffled together (seeded by `seed`), each
+    batch with its own loss (`batch_loss`): T²·KL alone on a transfer batch, or with
+    `pseudo_labels` cross-entropy on the teacher's argmax. Without transfer batches the stream is
+    the labelled batches in the same order as before they existed.
+
+    Returns the history: `step`, `loss` (all batches), `accuracy` (running, on the labelled
+    batches; NaN for a logging window without one), `lr`, and `seconds`.
     """
     if len(train_batches) == 0:
         raise ValueError("finetune got an empty data set: no training batches")
     if "labels" not in train_batches[0]:
         raise ValueError("finetune needs batches with labels (make_batches(..., labels=...))")
+    if any("labels" in b for b in transfer_batches):
+        raise ValueError("transfer batches must not carry labels: the transfer set is unlabelled "
+                         "(make_batches(ids) without labels)")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     check_temperature(temperature)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if transfer_batches and teacher is None and (teacher_logits is None or transfer_logits is None):
+        raise ValueError("transfer batches need a teacher (or teacher_logits and transfer_logits): "
+                         "without labels the teacher's are all they have")
     seed_everything(seed)
-    steps = epochs * len(train_batches)
+    n_labelled, n_transfer = len(train_batches), len(transfer_batches)
+    steps = epochs * (n_labelled + n_transfer)
     opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
+    if teacher is not None and teacher.config.num_labels != model.config.num_labels:
+        raise ValueError(f"teacher has {teacher.config.num_labels} labels, student {model.config.num_labels}")
     if teacher is not None and teacher_logits is None:
-        if teacher.config.num_labels != model.config.num_labels:
-            raise ValueError(f"teacher has {teacher.config.num_labels} labels, student "
-                             f"{model.config.num_labels}")
         teacher_logits = predict_logits(teacher, train_batches, opt.device)  # once, not every epoch
+    if teacher is not None and n_transfer and transfer_logits is None:
+        transfer_logits = predict_logits(teacher, transfer_batches, opt.device)
     if teacher_logits is not None:
-        n = 1 + max(int(b["index"].max()) for b in train_batches)
-        if teacher_logits.shape[0] < n or teacher_logits.shape[-1] != model.config.num_labels:
-            raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} do not cover {n} examples "
-                             f"x {model.config.num_labels} labels")
+        _check_logits(teacher_logits, train_batches, model.config.num_labels, "teacher_logits")
         teacher_logits = teacher_logits.to(opt.device)
+    if n_transfer:
+        _check_logits(transfer_logits, transfer_batches, model.config.num_labels, "transfer_logits")
+        transfer_logits = transfer_logits.to(opt.device)
     model.to(opt.device).train()
     g = torch.Generator().manual_seed(seed)
     hist: History = {k: [] for k in ("step", "loss", "accuracy", "lr")}
@@ -190,25 +241,27 @@ def finetune(
     from tqdm.auto import tqdm
     with tqdm(total=steps, desc="finetune", disable=not progress, leave=False) as bar:
         for _ in range(epochs):
-            for i in torch.randperm(len(train_batches), generator=g).tolist():
-                batch = to_device(train_batches[i], opt.device)
+            # One stream: positions < n_labelled are labelled batches, the rest transfer batches.
+            for i in torch.randperm(n_labelled + n_transfer, generator=g).tolist():
+                if i < n_labelled:
+                    batch, rows = to_device(train_batches[i], opt.device), teacher_logits
+                else:
+                    batch, rows = to_device(transfer_batches[i - n_labelled], opt.device), transfer_logits
                 with opt.autocast():
                     logits = _forward(model, batch).logits
-                    if teacher_logits is None:
-                        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-                    else:
-                        loss = classification_kd_loss(logits.float(), teacher_logits[batch["index"]],
-                                                      batch["labels"], alpha, temperature)
+                    loss = batch_loss(logits, batch, None if rows is None else rows[batch["index"]],
+                                      alpha, temperature, pseudo_labels)
                 opt.step(loss)
                 step += 1
                 window["loss"] += loss.item()
-                window["correct"] += int((logits.argmax(-1) == batch["labels"]).sum())
-                window["seen"] += batch["labels"].numel()
+                if "labels" in batch:
+                    window["correct"] += int((logits.argmax(-1) == batch["labels"]).sum())
+                    window["seen"] += batch["labels"].numel()
                 window["n"] += 1
                 if step % log_every == 0 or step == steps:
                     hist["step"].append(step)
                     hist["loss"].append(window["loss"] / window["n"])
-                    hist["accuracy"].append(window["correct"] / window["seen"])
+                    hist["accuracy"].append(window["correct"] / window["seen"] if window["seen"] else float("nan"))
                     hist["lr"].append(opt.lr)
                     window = Counter()
                 bar.update(1)

@@ -7,6 +7,9 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
     distilled_student    that copy trained with the triple loss (mlm_only=True: MLM alone)
     finetuned_teacher    the real MiniLM-L6-H384 fine-tuned on Rotten Tomatoes              ch. 7
     finetuned_student    3 of its layers, fine-tuned with (kd=True) or without its soft labels
+    teacher_logits       its logits on the labelled reviews and on the transfer set (unlabelled)
+    transfer_student     the distilled student plus the transfer set: its soft labels alone there
+                         (pseudo_labels=True: its hard labels, the control)
     random_init_classifier   the same 3-layer shape from random weights: the control
 
 Each returns (model in eval mode, info): info holds the measured metrics, the training history,
@@ -28,18 +31,19 @@ from torch import nn
 
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
-from .configs import ScaleConfig, get_config
+from .configs import TRANSFER_FIELDS, FinetuneSettings, ScaleConfig, get_config
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, default_student_layers,
                          student_from_teacher)
 from .distill import distill
-from .finetune import classifier_from_pretrained, encode_texts, evaluate_classifier, finetune, make_batches
+from .finetune import (classifier_from_pretrained, encode_texts, evaluate_classifier, finetune, make_batches,
+                       predict_logits)
 from .pretrain import constant_guess_accuracy, evaluate_pretraining, most_frequent_token, pretrain
 from .training import seed_everything
 
 MODEL_CLASSES = {c.__name__: c for c in (BertForPreTraining, DistilBertForMaskedLM,
                                          BertForSequenceClassification, DistilBertForSequenceClassification)}
 MODEL_NAMES = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only", "teacher", "student",
-               "student-no-kd", "random-init")
+               "student-no-kd", "student-transfer", "student-pseudo", "random-init")
 Info = Dict[str, Any]
 _MEMO: Dict[str, Any] = {}  # data and tokenizers, loaded once per process
 
@@ -96,6 +100,23 @@ def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
     save_checkpoint(path, model.state_dict(), info)
     info["cached"] = False
     return model.eval(), info
+
+
+def _cached_tensors(stage: str, key: str, build: Callable[[], Tuple[Dict[str, torch.Tensor], Info]],
+                    cache_dir: Optional[str], retrain: bool) -> Tuple[Dict[str, torch.Tensor], Info]:
+    """`_cached` for a stage whose output is tensors, not a model (the teacher's logits)."""
+    path = checkpoint_path(stage, key, cache_dir)
+    found = None if retrain else load_checkpoint(path)
+    if found is not None:
+        tensors, info = found
+        info["cached"] = True
+        return tensors, info
+    t0 = time.perf_counter()
+    tensors, info = build()
+    info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
+    save_checkpoint(path, tensors, info)
+    info["cached"] = False
+    return tensors, info
 
 
 # --------------------------------------------------------------------------- pretraining data
@@ -362,6 +383,63 @@ def classification_data(scale: Any = None) -> ClassificationData:
                              f.batch_size, f.seed]), make)
 
 
+def transfer_size(f: FinetuneSettings, n_train: int) -> int:
+    """How many reviews the transfer set holds: `f.transfer_examples`, or (None) every training
+    review after the `f.train_examples` labelled ones, of the `n_train` in the training split."""
+    labelled = n_train if f.train_examples is None else f.train_examples
+    available = n_train - labelled
+    n = f.transfer_examples
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"transfer_examples must be an int or None, got {n!r}")
+    if n < 0:
+        raise ValueError(f"transfer_examples must be >= 0 (None: all remaining), got {n}")
+    if n > available:
+        raise ValueError(f"transfer_examples={n}, but only {available} of the {n_train} training reviews "
+                         f"remain after the {labelled} labelled ones")
+    return n
+
+
+@dataclass
+class TransferData:
+    """The transfer set: the training reviews `start` to `start + len(texts)`, right after the
+    labelled ones (so no review is in both, nor in the validation or test split), batched like the
+    training batches. Only their text is read: the batches carry no `labels`."""
+
+    texts: List[str]
+    batches: List[Dict[str, torch.Tensor]]
+    start: int
+
+
+def transfer_data(scale: Any = None) -> TransferData:
+    """The `transfer_examples` unlabelled reviews of the finetune settings (see `transfer_size`).
+    A larger transfer set extends a smaller one: the first reviews are the same."""
+    f = _config(scale).finetune
+
+    def make() -> TransferData:
+        from .data import load_rotten_tomatoes
+
+        train = load_rotten_tomatoes()["train"]
+        n = transfer_size(f, len(train))
+        start = len(train) if f.train_examples is None else f.train_examples
+        texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
+        if not texts:
+            return TransferData([], [], start)
+        _, tok = _minilm()
+        ids = encode_texts(texts, tok, f.max_length)
+        return TransferData(texts, make_batches(ids, None, f.batch_size, tok.pad_token_id, seed=f.seed), start)
+
+    return _memo(json.dumps(["transfer", f.train_examples, f.transfer_examples, f.max_length, f.batch_size,
+                             f.seed]), make)
+
+
+def _student_settings(f: FinetuneSettings) -> Dict[str, Any]:
+    """The finetune settings in a cache key of a stage without a transfer set: the transfer fields
+    left out, so that the key is the one it had before they existed."""
+    return {k: v for k, v in asdict(f).items() if k not in TRANSFER_FIELDS}
+
+
 def _teacher_key(cfg: ScaleConfig, data: ClassificationData) -> str:
     from .pretrained import HUB_NAME
 
@@ -409,8 +487,68 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
         return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
                          "kd": kd, "seed": seed, "history": hist}
 
-    key = cache_key("student", f, tinfo["key"], kd, seed)
+    key = cache_key("student", _student_settings(f), tinfo["key"], kd, seed)
     return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain)
+
+
+def _teacher_logits_key(tinfo: Info, transfer: TransferData) -> str:
+    # The teacher's key covers the data, the labelled reviews and their batches; add the transfer set.
+    return cache_key("teacher-logits", tinfo["key"], transfer.start, len(transfer.texts))
+
+
+def teacher_logits(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
+                   progress: bool = True) -> Tuple[Dict[str, torch.Tensor], Info]:
+    """The fine-tuned teacher's logits, computed once and cached as a stage of its own (a tensor
+    file, `teacher-logits-<key>`), so that every seed and both transfer students share one pass of
+    the teacher: `labelled` (N, C) on the labelled training reviews and `transfer` (M, C) on the
+    transfer set (M = 0 without one), rows by example index (the batches' `index`)."""
+    cfg = _config(scale)
+    data, transfer = classification_data(cfg), transfer_data(cfg)
+    teacher, tinfo = finetuned_teacher(cfg, cache_dir, progress=progress)
+
+    def build():
+        labelled = predict_logits(teacher, data.train_batches)
+        unlabelled = predict_logits(teacher, transfer.batches) if transfer.batches else \
+            labelled.new_zeros((0, labelled.shape[1]))
+        return {"labelled": labelled, "transfer": unlabelled}, {"transfer_examples": len(transfer.texts),
+                                                               "teacher_key": tinfo["key"]}
+
+    return _cached_tensors("teacher-logits", _teacher_logits_key(tinfo, transfer), build, cache_dir, retrain)
+
+
+def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_labels: bool = False,
+                     seed: Optional[int] = None, retrain: bool = False,
+                     progress: bool = True) -> Tuple[DistilBertForSequenceClassification, Info]:
+    """The distilled student (`finetuned_student(kd=True)`: same initialisation, same labelled
+    batches, same α·CE + (1 − α)·T²·KL on them) with the transfer set added: its unlabelled
+    reviews learnt from the teacher's soft labels alone (T²·KL), in one shuffled stream with the
+    labelled batches. `pseudo_labels=True`: the control, the teacher's hard labels (argmax) on the
+    transfer set as if they were labels (cross-entropy), so that "more data" and "soft labels" can
+    be told apart. With `transfer_examples=0` both are the distilled student, weight for weight.
+    info: `test_accuracy`, `validation_accuracy`, `transfer_examples`, `pseudo_labels`, `seed`, ..."""
+    cfg = _config(scale)
+    f = cfg.finetune
+    seed = f.seed if seed is None else seed
+    data, transfer = classification_data(cfg), transfer_data(cfg)
+    teacher, tinfo = finetuned_teacher(cfg, cache_dir, progress=progress)
+    logits_key = _teacher_logits_key(tinfo, transfer)
+
+    def build():
+        logits, _ = teacher_logits(cfg, cache_dir, progress=progress)  # only when the student is not cached
+        seed_everything(seed)  # the fresh classifier head
+        student = student_from_teacher(teacher, f.student_layers)
+        hist = finetune(student, data.train_batches, f.epochs, f.student_lr or f.lr, f.warmup,
+                        teacher_logits=logits["labelled"], alpha=f.alpha, temperature=f.temperature,
+                        seed=seed, progress=progress, transfer_batches=transfer.batches,
+                        transfer_logits=logits["transfer"], pseudo_labels=pseudo_labels)
+        return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
+                         "validation_accuracy": evaluate_classifier(student, data.validation_batches),
+                         "transfer_examples": len(transfer.texts), "pseudo_labels": pseudo_labels,
+                         "seed": seed, "teacher_logits_key": logits_key, "history": hist}
+
+    settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
+    key = cache_key("student-transfer", settings, logits_key, pseudo_labels, seed)
+    return _cached("student-pseudo" if pseudo_labels else "student-transfer", key, build, cache_dir, retrain)
 
 
 def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, seed: Optional[int] = None,
@@ -435,7 +573,7 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "seed": seed,
                        "history": hist}
 
-    key = cache_key("random-init", f, data.fingerprint, seed)
+    key = cache_key("random-init", _student_settings(f), data.fingerprint, seed)
     return _cached("random-init", key, build, cache_dir, retrain)
 
 
@@ -481,12 +619,15 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
     teacher, tea = finetuned_teacher(cfg, cache_dir, progress=progress)
     student, stu = finetuned_student(cfg, cache_dir, kd=True, progress=progress)
     _, nokd = finetuned_student(cfg, cache_dir, kd=False, progress=progress)
+    _, tra = transfer_student(cfg, cache_dir, progress=progress)
+    _, pse = transfer_student(cfg, cache_dir, pseudo_labels=True, progress=progress)
     _, rnd = random_init_classifier(cfg, cache_dir, progress=progress)
     b, L = cfg.latency_batch
     lat = measure_latency({"teacher": teacher, "student": student, "mlm_teacher": mlm_t, "mlm_student": mlm_s},
                           b, L, latency_repeats)
     infos = {"pretrain": pre, "mlm_teacher": tmlm, "distill": dis, "distill_mlm_only": dmo, "teacher": tea,
-             "student": stu, "student_no_kd": nokd, "random_init": rnd}
+             "student": stu, "student_no_kd": nokd, "student_transfer": tra, "student_pseudo": pse,
+             "random_init": rnd}
     return {
         "scale": cfg.name,
         # BERT from scratch (ch. 5): [MASK] positions are the headline, the rest shows copying
@@ -517,6 +658,10 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
         "teacher_accuracy": tea["test_accuracy"],
         "student_accuracy": stu["test_accuracy"],
         "student_no_kd_accuracy": nokd["test_accuracy"],
+        # the distilled student with the transfer set: soft labels there, or hard ones (the control)
+        "student_transfer_accuracy": tra["test_accuracy"],
+        "student_pseudo_label_accuracy": pse["test_accuracy"],
+        "transfer_examples": tra["transfer_examples"],
         "random_init_accuracy": rnd["test_accuracy"],
         "retention": stu["test_accuracy"] / tea["test_accuracy"],
         "speedup": lat["teacher"] / lat["student"],
@@ -548,6 +693,8 @@ def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
         "teacher": lambda: finetuned_teacher(scale, cache_dir, progress=progress),
         "student": lambda: finetuned_student(scale, cache_dir, kd=True, progress=progress),
         "student-no-kd": lambda: finetuned_student(scale, cache_dir, kd=False, progress=progress),
+        "student-transfer": lambda: transfer_student(scale, cache_dir, progress=progress),
+        "student-pseudo": lambda: transfer_student(scale, cache_dir, pseudo_labels=True, progress=progress),
         "random-init": lambda: random_init_classifier(scale, cache_dir, progress=progress),
     }
     if name not in stages:
