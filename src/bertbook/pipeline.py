@@ -81,42 +81,45 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], cache_dir: Optional[str],
+                   retrain: bool, restore: Callable[[Dict[str, torch.Tensor], Info], Any],
+                   tensors_of: Callable[[Any, Info], Dict[str, torch.Tensor]]) -> Tuple[Any, Info]:
+    """Load `<stage>-<key>` from the cache (`restore` turns its tensors into the output), else
+    `build()` it and save `tensors_of(output)` atomically, with the info."""
+    path = checkpoint_path(stage, key, cache_dir)
+    found = None if retrain else load_checkpoint(path)  # None if missing or corrupt (it warns, deletes)
+    if found is not None:
+        tensors, info = found
+        info["cached"] = True
+        return restore(tensors, info), info
+    t0 = time.perf_counter()
+    out, info = build()
+    info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
+    save_checkpoint(path, tensors_of(out, info), info)
+    info["cached"] = False
+    return out, info
+
+
 def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
             cache_dir: Optional[str], retrain: bool) -> Tuple[nn.Module, Info]:
-    """Load `<stage>-<key>` from the cache, else `build()` it and save it atomically."""
-    path = checkpoint_path(stage, key, cache_dir)
-    if not retrain:
-        found = load_checkpoint(path)  # None if missing or corrupt (then it warns and deletes)
-        if found is not None:
-            state, info = found
-            model = MODEL_CLASSES[info["class"]](BertConfig.from_dict(info["model_config"]))
-            model.load_state_dict(state)
-            info["cached"] = True
-            return model.eval(), info
-    t0 = time.perf_counter()
-    model, info = build()
-    info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
-    info["class"], info["model_config"] = type(model).__name__, model.config.to_dict()
-    save_checkpoint(path, model.state_dict(), info)
-    info["cached"] = False
+    """A model stage: load `<stage>-<key>` from the cache, else `build()` it and save it."""
+    def restore(state: Dict[str, torch.Tensor], info: Info) -> nn.Module:
+        model = MODEL_CLASSES[info["class"]](BertConfig.from_dict(info["model_config"]))
+        model.load_state_dict(state)
+        return model
+
+    def tensors_of(model: nn.Module, info: Info) -> Dict[str, torch.Tensor]:
+        info["class"], info["model_config"] = type(model).__name__, model.config.to_dict()
+        return model.state_dict()
+
+    model, info = _load_or_build(stage, key, build, cache_dir, retrain, restore, tensors_of)
     return model.eval(), info
 
 
 def _cached_tensors(stage: str, key: str, build: Callable[[], Tuple[Dict[str, torch.Tensor], Info]],
                     cache_dir: Optional[str], retrain: bool) -> Tuple[Dict[str, torch.Tensor], Info]:
-    """`_cached` for a stage whose output is tensors, not a model (the teacher's logits)."""
-    path = checkpoint_path(stage, key, cache_dir)
-    found = None if retrain else load_checkpoint(path)
-    if found is not None:
-        tensors, info = found
-        info["cached"] = True
-        return tensors, info
-    t0 = time.perf_counter()
-    tensors, info = build()
-    info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
-    save_checkpoint(path, tensors, info)
-    info["cached"] = False
-    return tensors, info
+    """A stage whose output is tensors, not a model (the teacher's logits)."""
+    return _load_or_build(stage, key, build, cache_dir, retrain, lambda t, _: t, lambda t, _: t)
 
 
 # --------------------------------------------------------------------------- pretraining data
