@@ -97,7 +97,7 @@ def bench(model, batches, device, warmup: int, compile: bool, amp: Optional[bool
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="gpu", help="whose pretraining config to use: gpu, cpu or tiny")
     ap.add_argument("--batch", type=int, default=None, help="default: the config's batch size")
     ap.add_argument("--seq", type=int, default=None, help="default: the config's max_seq_len")

@@ -59,7 +59,7 @@ def accuracy(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-examples", type=int, default=None,
                     help="default: the CPU configuration's; 0 for the whole training split")
     ap.add_argument("--l2", type=float, nargs="+", default=[0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])

