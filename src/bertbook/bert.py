@@ -93,21 +93,46 @@ class ModelOutput:
         return self.logits
 
 
+# nn.Embedding takes int64 or int32 indices only; narrower integer types fail deep inside it.
+ID_DTYPES = (torch.long, torch.int)
+
+
+def _read_back_values(x: Tensor) -> bool:
+    """Whether an input check may read tensor values (min/max) back to Python: only on the CPU and
+    outside `torch.compile`. On a GPU `int(x.max())` waits for every queued kernel on each forward,
+    and under `torch.compile` it breaks the graph; there an out-of-range id is left to the device's
+    own index check."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def check_ids_in_range(ids: Tensor, size: int, name: str, what: str) -> None:
+    """`ids` (any shape, not empty) must lie in [0, size): a clear error naming `name` otherwise.
+    Reads the values back, so only where `_read_back_values` allows (a no-op elsewhere)."""
+    if not _read_back_values(ids):
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{name} must lie in [0, {what}={size}); got min {lo}, max {hi}")
+
+
 def check_input_ids(input_ids: Tensor, vocab_size: int, max_positions: int) -> None:
-    """Clear errors for the input mistakes that otherwise surface as an index error deep inside."""
-    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    """Clear errors for the input mistakes that otherwise surface as an index error deep inside.
+
+    input_ids: (B, L) int64 or int32 token ids, B >= 1 and 1 <= L <= max_positions. The dtype and
+    shape are always checked (free: no value is read); the range [0, vocab_size) only where
+    `_read_back_values` allows (eager mode on the CPU)."""
+    if input_ids.dtype not in ID_DTYPES:
+        raise TypeError(f"input_ids must be integer token ids of dtype torch.long or torch.int, got dtype "
+                        f"{input_ids.dtype} (convert with .long())")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"empty batch: input_ids has shape {tuple(input_ids.shape)}, no token to run on")
     if input_ids.shape[1] > max_positions:
         raise ValueError(
             f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings ({max_positions})"
         )
-    if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
-        raise ValueError(
-            f"token ids must lie in [0, vocab_size={vocab_size}); got min {int(input_ids.min())}, "
-            f"max {int(input_ids.max())}"
-        )
+    check_ids_in_range(input_ids, vocab_size, "token ids", "vocab_size")
 
 
 def check_mask(mask: Optional[Tensor], input_ids: Tensor, name: str) -> None:
@@ -140,8 +165,7 @@ class BertEmbeddings(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             check_mask(token_type_ids, input_ids, "token_type_ids")
-            if int(token_type_ids.max()) >= self.config.type_vocab_size or int(token_type_ids.min()) < 0:
-                raise ValueError(f"token_type_ids must lie in [0, {self.config.type_vocab_size})")
+            check_ids_in_range(token_type_ids, self.config.type_vocab_size, "token_type_ids", "type_vocab_size")
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
 
