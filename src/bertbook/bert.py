@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import Encoder
+from .masking import IGNORE_INDEX
 
 
 @dataclass
@@ -292,20 +293,27 @@ class MLMHead(nn.Module):
 
 def mlm_logits_and_loss(head: MLMHead, hidden: Tensor, labels: Optional[Tensor],
                         masked_positions_only: bool):
-    """MLM logits and loss. With labels and masked_positions_only the decoder runs only on the N
-    labelled positions, (N, V) instead of (B, L, V): the same loss for far less compute, since
-    only ~15% of the positions carry a label."""
+    """MLM logits and loss. hidden: (B, L, D), labels: (B, L), IGNORE_INDEX where there is no loss.
+
+    With labels and masked_positions_only the decoder runs only on the N labelled positions, (N, V)
+    instead of (B, L, V): the same loss for far less compute, since only ~15% of the positions
+    carry a label. A batch without any labelled position (dynamic masking can draw none) has an
+    MLM loss of 0, not the NaN of a mean over nothing, so that training goes on with its NSP loss."""
     if labels is None:
         return head(hidden), None
     if labels.shape != hidden.shape[:2]:
         raise ValueError(f"labels have shape {tuple(labels.shape)}, expected {tuple(hidden.shape[:2])}")
+    selected = labels != IGNORE_INDEX
     if masked_positions_only:
-        selected = labels != -100
         logits = head(hidden[selected])
-        return logits, F.cross_entropy(logits, labels[selected])
-    logits = head(hidden)
-    return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100)
+        loss = F.cross_entropy(logits, labels[selected])
+    else:
+        logits = head(hidden)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    # torch.where, not `if`: no value is read back (no GPU sync), and with a labelled position the
+    # loss and its gradient are exactly the cross-entropy's.
+    return logits, torch.where(selected.any(), loss, loss.new_zeros(()))
 
 
 class BertForPreTraining(PreTrainedModel):

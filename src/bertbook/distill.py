@@ -135,8 +135,9 @@ def distill(
     (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
     Defaults: α_ce = 5, α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU
     command). With α_ce = α_cos = 0 the student trains on MLM alone and the teacher is not run
-    (`ce` and `cos` are logged as 0). Returns the history: `step`, `loss`, `ce`, `mlm`, `cos`,
-    `mlm_accuracy`, `lr`, and `seconds`."""
+    (`ce` and `cos` are logged as 0). The teacher is moved to the device and left in eval mode,
+    its parameters untouched (no gradient flows into it). Returns the history: `step`, `loss`,
+    `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and `seconds`."""
     if not isinstance(teacher, BertForPreTraining):
         raise TypeError(f"teacher must be a BertForPreTraining, got {type(teacher).__name__}")
     if not isinstance(student, DistilBertForMaskedLM):
@@ -147,7 +148,8 @@ def distill(
     teacher_needed = alpha_ce > 0 or alpha_cos > 0
     seed_everything(seed)
     opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
-    teacher.to(opt.device).eval().requires_grad_(False)
+    # Frozen by running it under no_grad, not by requires_grad_(False): the caller's teacher keeps its flags.
+    teacher.to(opt.device).eval()
     student.to(opt.device).train()
     run = maybe_compile(student, compile)
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
