@@ -583,12 +583,24 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
 # --------------------------------------------------------------------------- measurements
 
 
+@contextlib.contextmanager
+def _on_cpu_in_eval(models: Sequence[nn.Module]):
+    """Move `models` to the CPU in eval mode for the block, then back to the device and mode each
+    had: a measurement must not change the caller's models."""
+    before = [(m, next(m.parameters()).device, m.training) for m in models]
+    try:
+        yield [m.cpu().eval() for m in models]
+    finally:
+        for m, device, training in before:
+            m.to(device).train(training)
+
+
 @torch.inference_mode()
 def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len: int = 64,
                     repeats: int = 10, warmup: int = 2, seed: int = 0) -> Dict[str, float]:
     """Median seconds per forward pass of each model on the CPU, input (batch_size, seq_len) of
     random ids with no padding. The models are timed in turn, round by round, so that a busy
-    machine slows them alike."""
+    machine slows them alike; afterwards each is back on its device, in its mode."""
     import statistics
 
     if not models:
@@ -598,14 +610,13 @@ def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len:
     ids = torch.randint(5, vocab, (batch_size, seq_len), generator=g)
     mask = torch.ones_like(ids)
     times: Dict[str, List[float]] = {name: [] for name in models}
-    for m in models.values():
-        m.cpu().eval()
-    for r in range(warmup + repeats):
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            m(ids, mask)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    with _on_cpu_in_eval(list(models.values())):
+        for r in range(warmup + repeats):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m(ids, mask)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
