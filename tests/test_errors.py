@@ -101,3 +101,21 @@ def test_forward_reads_no_value_back_under_compile():
     with torch.no_grad():
         out = compiled(ids, torch.ones_like(ids), torch.zeros_like(ids))
         assert torch.allclose(out.last_hidden_state, model(ids, torch.ones_like(ids)).last_hidden_state)
+
+
+def test_distilbert_with_another_activation_does_not_convert():
+    import transformers
+
+    relu = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                         max_position_embeddings=8, activation="relu")
+    with pytest.raises(ValueError, match="exact GELU.*'relu'"):
+        bb.from_transformers(transformers.DistilBertModel(relu))
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_attn_implementation_through_the_public_argument(distil):
+    assert bb.hf.hf_config(config(), distil, attn_implementation="eager")._attn_implementation == "eager"
+    model = bb.DistilBertModel(config()) if distil else bb.BertModel(config())
+    assert bb.to_transformers(model, attn_implementation="eager").config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="nonsense"):  # transformers' own check, at conversion time
+        bb.to_transformers(model, attn_implementation="nonsense")
