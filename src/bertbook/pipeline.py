@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -567,9 +567,8 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
 
     def build():
         seed_everything(seed)
-        config = copy.deepcopy(bert.config)
-        config.num_hidden_layers, config.num_labels = len(f.student_layers), len(data.label_names)
-        config.classifier_pooling = f.pooling
+        config = replace(bert.config, num_hidden_layers=len(f.student_layers),
+                         num_labels=len(data.label_names), classifier_pooling=f.pooling)  # validated
         model = DistilBertForSequenceClassification(config)
         hist = finetune(model, data.train_batches, f.epochs, f.random_init_lr, f.warmup, seed=seed,
                         progress=progress)
