@@ -22,7 +22,7 @@ import json
 import os
 import random
 import re
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
@@ -235,18 +235,32 @@ def load_wiki_corpus(
     )
 
 
-def _wikitext_documents(min_sentences: int) -> list[dict[str, Any]]:  # pragma: no cover - online
-    """WikiText-103 from the Hugging Face hub (network needed)."""
+def _wikitext_documents(min_sentences: int) -> list[dict[str, Any]]:
+    return [dict(d) for d in _load_wikitext(min_sentences)]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_wikitext(min_sentences: int) -> tuple[dict[str, Any], ...]:
+    """WikiText-103 from the Hugging Face hub (network needed), once per process: the pipeline
+    reads the corpus twice (its pairs, and the tokenizer trained on it)."""
     from datasets import load_dataset
 
     raw = load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="train")
+    return tuple(wikitext_articles(raw["text"], min_sentences))
+
+
+def wikitext_articles(lines: Iterable[str], min_sentences: int = 5) -> list[dict[str, Any]]:
+    """Rebuild articles from WikiText's lines: `` = Title = `` starts one, `` = = Section = = ``
+    headings are dropped, prose lines are split into sentences (kept as `_good_sentence` says).
+    Articles of fewer than ``min_sentences`` sentences are left out (stubs are useless for NSP).
+    Returns one dict per article: ``title``, ``sentences``, ``text``, as ``load_wiki_corpus``'s rows."""
     docs, title, sentences = [], None, []
 
     def flush():
         if title is not None and len(sentences) >= min_sentences:
             docs.append({"title": title, "sentences": list(sentences), "text": " ".join(sentences)})
 
-    for line in raw["text"]:
+    for line in lines:
         m = re.match(r"^ = ([^=].*?) = $", line.rstrip("\n"))
         if m:  # a new article
             flush()

@@ -198,7 +198,7 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
         corpus = load_wiki_corpus(p.corpus)
         if tokenizer == "wordpiece":
             from .tokenizer import get_pretraining_tokenizer
-            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size)
+            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size, corpus=p.corpus)
         else:
             tok = _minilm()[1]
         docs = corpus["train"]["sentences"]
