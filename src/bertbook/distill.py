@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .bert import BertForPreTraining
 from .distilbert import DistilBertForMaskedLM
+from .masking import IGNORE_INDEX
 from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
 
 History = Dict[str, List[float]]
@@ -174,8 +175,8 @@ def distill(
         with torch.no_grad():
             for k in ("loss", "ce", "mlm", "cos"):
                 window[k] += float(parts[k])
-            window["correct"] += (s.logits.argmax(-1) == labels[labels != -100]).sum().item()
-            window["masked"] += int((labels != -100).sum())
+            window["correct"] += (s.logits.argmax(-1) == labels[labels != IGNORE_INDEX]).sum().item()
+            window["masked"] += int((labels != IGNORE_INDEX).sum())
             window["n"] += 1
         if step % log_every == 0 or step == steps:
             hist["step"].append(step)

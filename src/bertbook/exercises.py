@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .bert import BertConfig, BertEmbeddings, BertForPreTraining
 from .encoder import Encoder, EncoderLayer
+from .masking import IGNORE_INDEX
 
 __all__ = [
     "ExerciseFailed", "Case", "Hint", "run_check", "compare", "describe",
@@ -673,7 +674,7 @@ def _mlm_batch(batch: int, length: int, vocab_size: int, special: Sequence[int],
 
 
 def _mask_counts(ids: Tensor, masked: Tensor, labels: Tensor, mask_id: int) -> Dict[str, int]:
-    selected = labels != -100
+    selected = labels != IGNORE_INDEX
     return {"selected": int(selected.sum()),
             "mask": int((selected & (masked == mask_id)).sum()),
             "kept": int((selected & (masked == ids)).sum()),
@@ -732,7 +733,7 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
             if not torch.equal(given, ids):
                 raise fail("input_ids left as they were", "input_ids changed in place",
                            "your function modified its input; work on a copy (input_ids.clone())")
-            bad = (labels != -100) & (labels != ids)
+            bad = (labels != IGNORE_INDEX) & (labels != ids)
             if bad.any():
                 pos = tuple(int(x) for x in bad.nonzero()[0])
                 hint = None
@@ -745,7 +746,7 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
                            f"labels[{pos}] = {int(labels[pos])}",
                            "labels must be the original id where a token is selected and -100 "
                            "everywhere else", hint)
-            selected = labels != -100
+            selected = labels != IGNORE_INDEX
             is_special = torch.isin(ids, torch.tensor(special))
             if (selected & is_special).any():
                 pos = tuple(int(x) for x in (selected & is_special).nonzero()[0])
@@ -1044,13 +1045,13 @@ def _reference_mlm_loss_accuracy(logits: Tensor, labels: Tensor) -> Tuple[Tensor
     from .bert import mlm_logits_and_loss
 
     picked, loss = mlm_logits_and_loss(nn.Identity(), logits, labels, masked_positions_only=True)
-    target = labels[labels != -100]
+    target = labels[labels != IGNORE_INDEX]
     return loss, (picked.argmax(-1) == target).float().mean().item()
 
 
 def _mlm_wrong(mistake: str):
     def wrong(logits: Tensor, labels: Tensor):
-        sel = labels != -100
+        sel = labels != IGNORE_INDEX
         V = logits.shape[-1]
         loss, acc = _reference_mlm_loss_accuracy(logits, labels)
         if mistake == "acc_all_positions":  # unlabelled positions counted as wrong answers
@@ -1076,7 +1077,7 @@ def _mlm_case(b: int, l: int, v: int, p: float, pad: Sequence[int] = (), scale: 
     ``pad[i]`` padding positions at the end of row i. A third of the labelled positions are made
     right (their label is the argmax), so that the accuracy is neither 0 nor 1."""
     logits = scale * torch.randn(b, l, v)
-    labels = torch.full((b, l), -100, dtype=torch.long)
+    labels = torch.full((b, l), IGNORE_INDEX, dtype=torch.long)
     chosen = torch.rand(b, l) < p
     for i, n in enumerate(pad):
         if n:
@@ -1093,7 +1094,7 @@ def check_mlm_loss_accuracy(mlm_loss_accuracy: Callable[[Tensor, Tensor], Tuple[
     cross-entropy and the accuracy of the argmax over the positions whose label is not -100 only.
     logits (B, L, V), labels (B, L); the loss is a 0-d tensor, the accuracy a number in [0, 1]."""
     with _seeded(501):
-        one = torch.full((2, 4), -100)
+        one = torch.full((2, 4), IGNORE_INDEX)
         one[1, 2] = 3
         full_logits = 3 * torch.randn(2, 6, 9)
         cases = [
