@@ -192,3 +192,12 @@ def test_fingerprint_changes_with_content(rt):
     assert fingerprint(rt["test"]) == fp
     assert fingerprint(rt["test"].select(range(len(rt["test"]) - 1))) != fp
     assert fingerprint(rt) != fp
+
+
+def test_missing_gensim_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gensim" else real(name, *a))
+    with pytest.raises(data.MissingDataPackageError, match="'gensim-enwiki' corpus needs gensim.*pip install gensim"):
+        load_wiki_corpus()

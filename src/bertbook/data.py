@@ -169,12 +169,10 @@ def wiki_article_sentences(markup: str, min_words: int = 4) -> list[str]:
 
 
 def _gensim_wiki_documents(min_sentences: int) -> list[dict[str, Any]]:
-    try:
-        from gensim.corpora.wikicorpus import extract_pages
-    except ImportError as e:  # pragma: no cover - depends on the environment
+    if importlib.util.find_spec("gensim") is None:  # found, not imported: the parse imports it
         raise MissingDataPackageError(
             "the 'gensim-enwiki' corpus needs gensim; install it with: pip install gensim"
-        ) from e
+        )
     path = _package_file("gensim", _GENSIM_WIKI, "pip install gensim")
     return [dict(d) for d in _parse_wiki_dump(path, min_sentences)]
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .attention import MultiHeadAttention, masked_softmax, scaled_dot_product_attention
 from .bert import BertConfig, BertEmbeddings, BertForPreTraining
 from .encoder import Encoder, EncoderLayer
 from .masking import IGNORE_INDEX
@@ -310,11 +310,7 @@ def _keep(mask: Tensor) -> Tensor:
     return mask if mask.dtype == torch.bool else mask != 0
 
 
-def _reference_masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
-    # The two lines inside bertbook.attention.scaled_dot_product_attention.
-    keep = _keep(mask)
-    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
-    return weights.masked_fill(~keep, 0.0)
+_reference_masked_softmax = masked_softmax  # what bertbook.attention.scaled_dot_product_attention uses
 
 
 def check_masked_softmax(masked_softmax: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -820,15 +816,6 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
                                "do not set a seed inside the function: BERT draws a fresh mask for "
                                "every batch (dynamic masking), from torch's random stream.")
     print(f"✓ {name}: {n} cases passed")
-
-
-def _reference_nsp_pair(documents: Sequence[Sequence[str]], d: int, i: int, rng: random.Random):
-    # The rule of bertbook.masking.make_nsp_pairs, one sentence at a time: with probability 1/2,
-    # B is a sentence from another document (label 1), otherwise the next sentence (label 0).
-    if rng.random() < 0.5:
-        other = rng.choice([j for j in range(len(documents)) if j != d])
-        return documents[d][i], rng.choice(documents[other]), 1
-    return documents[d][i], documents[d][i + 1], 0
 
 
 def _nsp_documents(lengths: Sequence[int]) -> list:
