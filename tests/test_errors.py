@@ -119,3 +119,16 @@ def test_attn_implementation_through_the_public_argument(distil):
     assert bb.to_transformers(model, attn_implementation="eager").config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="nonsense"):  # transformers' own check, at conversion time
         bb.to_transformers(model, attn_implementation="nonsense")
+
+
+def test_prediction_logits_shape_is_documented_and_true():
+    # Not Hugging Face's (B, L, V) by default: (N, V) with labels. A doc fix (the name is kept for the
+    # notebooks), so this test states the documented shapes; it passed before the docs said so.
+    assert "(N, V)" in bb.ModelOutput.prediction_logits.__doc__ and "(N, V)" in bb.ModelOutput.__doc__
+    model = bb.BertForPreTraining(config()).eval()
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 1], labels[0, 3] = 5, 7
+    assert model(ids, labels=labels).prediction_logits.shape == (2, 50)  # (N, V)
+    assert model(ids, labels=labels, masked_positions_only=False).prediction_logits.shape == (1, 5, 50)
+    assert model(ids).prediction_logits.shape == (1, 5, 50)

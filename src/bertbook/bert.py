@@ -76,10 +76,17 @@ class BertConfig:
 
 @dataclass
 class ModelOutput:
-    """What every model returns; fields a model does not compute stay None."""
+    """What every model returns; fields a model does not compute stay None.
+
+    The MLM logits (`logits`, alias `prediction_logits`) are (B, L, V) only without `labels` or
+    with `masked_positions_only=False`; by default, with `labels`, they are (N, V), one row per
+    labelled position in the order of `labels[labels != IGNORE_INDEX]`. Hugging Face's
+    `prediction_logits` is always (B, L, V).
+    """
 
     loss: Optional[Tensor] = None
-    logits: Optional[Tensor] = None  # classification (B, num_labels) or MLM (B, L, V) / (N, V)
+    # classification (B, num_labels); MLM (N, V) with labels (the default), else (B, L, V)
+    logits: Optional[Tensor] = None
     seq_relationship_logits: Optional[Tensor] = None  # NSP (B, 2)
     mlm_loss: Optional[Tensor] = None
     nsp_loss: Optional[Tensor] = None
@@ -90,7 +97,10 @@ class ModelOutput:
 
     @property
     def prediction_logits(self) -> Optional[Tensor]:
-        """Hugging Face's name for the MLM logits of `BertForPreTraining`."""
+        """Hugging Face's name for the MLM logits of `BertForPreTraining`, but not always its shape:
+        (N, V) over the N labelled positions when the model got `labels` (and
+        `masked_positions_only`, the default), (B, L, V) otherwise, as Hugging Face's. For the
+        (B, L, V) logits with a loss, pass `masked_positions_only=False`."""
         return self.logits
 
 
