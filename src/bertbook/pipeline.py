@@ -426,9 +426,9 @@ def transfer_data(scale: Any = None) -> TransferData:
         train = load_rotten_tomatoes()["train"]
         n = transfer_size(f, len(train))
         start = len(train) if f.train_examples is None else f.train_examples
-        texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
-        if not texts:
+        if n == 0:  # e.g. gpu scale, every review labelled: select() refuses a start at the end
             return TransferData([], [], start)
+        texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
         _, tok = _minilm()
         ids = encode_texts(texts, tok, f.max_length)
         return TransferData(texts, make_batches(ids, None, f.batch_size, tok.pad_token_id, seed=f.seed), start)
