@@ -79,3 +79,15 @@ def test_bad_inputs():
         mha(torch.randn(2, 4, 8), torch.ones(2, 5))
     with pytest.raises(ValueError, match="expected input"):
         mha(torch.randn(2, 4, 6))
+
+
+def test_masked_softmax_is_the_one_attention_uses():
+    from bertbook import exercises
+    from bertbook.attention import masked_softmax
+
+    assert exercises._reference_masked_softmax is masked_softmax  # the exercise's reference is the package's
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    mask = torch.tensor([[[1, 1, 1, 0, 0]], [[0, 0, 0, 0, 0]]])
+    _, weights = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.equal(weights, masked_softmax(q @ k.transpose(-2, -1) / 2.0, mask))
+    assert torch.equal(weights[1], torch.zeros(3, 5))  # nothing kept: zeros, not NaN

@@ -77,3 +77,31 @@ def test_corrupt_file_is_reported_deleted_and_missing(tmp_path, damage):
 def test_empty_state_dict_refused(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         cache.save_checkpoint(str(tmp_path / "x.safetensors"), {})
+
+
+@pytest.mark.parametrize("error", [PermissionError("no read permission"), MemoryError()])
+def test_a_read_error_that_is_no_corruption_keeps_the_checkpoint(tmp_path, monkeypatch, error):
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    cache.save_checkpoint(path, _state(), {"v": 1})
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cache, "safe_open", fail)
+    with pytest.raises(type(error)):
+        cache.load_checkpoint(path)
+    assert os.path.exists(path)  # not the file's fault: a trained model is not thrown away
+    monkeypatch.undo()
+    assert cache.load_checkpoint(path)[1] == {"v": 1}
+
+
+def test_bad_metadata_json_is_corruption(tmp_path):
+    from safetensors.torch import save_file
+
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    tensors = _state()
+    os.makedirs(os.path.dirname(path))
+    save_file(tensors, path, metadata={"bertbook": "{not json", "checksum": cache._checksum(tensors)})
+    with pytest.warns(cache.CorruptCheckpointWarning, match="JSONDecodeError"):
+        assert cache.load_checkpoint(path) is None
+    assert not os.path.exists(path)

@@ -168,3 +168,21 @@ def test_nbgrader_generate_assignment_accepts_a_chapter(tmp_path, student):
     ours = nbformat.read(student / "01_attention.ipynb", as_version=4)
     # nbgrader's student version and ours have the same code
     assert [c.source for c in released.cells] == [c.source for c in ours.cells]
+
+
+def test_without_nbformat_the_module_imports_and_release_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    import bertbook
+
+    monkeypatch.setitem(sys.modules, "nbformat", None)  # `import nbformat` now fails, as if not installed
+    monkeypatch.delitem(sys.modules, "bertbook.classroom")
+    monkeypatch.setattr(bertbook, "classroom", classroom)  # the package attribute is restored afterwards
+    fresh = importlib.import_module("bertbook.classroom")  # imports: nbformat is needed only to release
+    one = tmp_path / "src" / "01_x.ipynb"
+    one.parent.mkdir()
+    one.write_text("{}")
+    with pytest.raises(ImportError, match=r"bertbook\[classroom\]"):
+        fresh.release(one, tmp_path / "dst")
+    assert fresh.main(["release", str(one), str(tmp_path / "dst")]) == 2
+    assert "pip install 'bertbook[classroom]'" in capsys.readouterr().err

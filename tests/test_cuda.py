@@ -121,3 +121,11 @@ def test_compile_flag_runs():
     model = BertForPreTraining(_config())
     h = pretrain(model, _loader(3), steps=3, device="cuda", compile=True, progress=False, log_every=1)
     assert all(torch.isfinite(torch.tensor(h["loss"])))
+
+
+def test_measure_latency_gives_a_gpu_model_back_on_the_gpu():
+    from bertbook.pipeline import measure_latency
+
+    model = BertForSequenceClassification(_config()).to(DEV).train()
+    measure_latency({"m": model}, batch_size=2, seq_len=8, repeats=1, warmup=0)
+    assert next(model.parameters()).device.type == "cuda" and model.training

@@ -89,6 +89,50 @@ def test_missing_gensim_file(monkeypatch, tmp_path):
         load_wiki_corpus()
 
 
+# --------------------------------------------------------------------------- wikitext (online), offline
+
+
+def _fake_wikitext_lines(n_articles=14):
+    """Lines as the hub's wikitext-103-raw-v1 has them: space-padded headings, tokenised prose."""
+    lines = []
+    for a in range(n_articles):
+        lines += [f" = Zorblax article {a} = \n", "\n", " = = History = = \n"]
+        lines += [f" The zorblax number {a} met quintessor {k} in {1900 + k} . It zorblax again ,"
+                  f" with quintessor and zorblax together .\n" for k in range(4)]
+    return lines
+
+
+@pytest.fixture
+def fake_wikitext(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: {"text": _fake_wikitext_lines()})
+    yield
+    data._load_wikitext.cache_clear()  # the fake must not outlive the test
+
+
+def test_wikitext_articles_rebuilt_from_headings():
+    docs = data.wikitext_articles(_fake_wikitext_lines(2) + [" = Stub = \n", " Too short .\n"])
+    assert [d["title"] for d in docs] == ["Zorblax article 0", "Zorblax article 1"]  # the stub is left out
+    assert len(docs[0]["sentences"]) == 8 and docs[0]["sentences"][:2] == [
+        "The zorblax number 0 met quintessor 0 in 1900 .", "It zorblax again , with quintessor and zorblax together ."]
+    assert docs[0]["text"] == " ".join(docs[0]["sentences"])
+    assert all("History" not in s for d in docs for s in d["sentences"])  # section headings dropped
+
+
+def test_wikitext_corpus_trains_its_own_tokenizer(fake_wikitext, tmp_path):
+    # PretrainSettings.corpus reached the pairs but not the tokenizer, trained on the gensim sample.
+    from bertbook import pipeline
+    from bertbook.configs import get_config
+
+    corpus = load_wiki_corpus("wikitext-103", heldout_docs=6)
+    assert (len(corpus["train"]), len(corpus["validation"])) == (8, 6)
+    d = pipeline.pretraining_data(get_config("tiny", pretrain__corpus="wikitext-103"), str(tmp_path))
+    vocab = d.tokenizer.get_vocab()
+    assert "zorblax" in vocab and "quintessor" in vocab  # words of the wikitext corpus, not of gensim's
+    assert d.tokenizer.tokenize("zorblax") == ["zorblax"]
+
+
 # --------------------------------------------------------------------------- rotten tomatoes
 
 
@@ -148,3 +192,12 @@ def test_fingerprint_changes_with_content(rt):
     assert fingerprint(rt["test"]) == fp
     assert fingerprint(rt["test"].select(range(len(rt["test"]) - 1))) != fp
     assert fingerprint(rt) != fp
+
+
+def test_missing_gensim_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gensim" else real(name, *a))
+    with pytest.raises(data.MissingDataPackageError, match="'gensim-enwiki' corpus needs gensim.*pip install gensim"):
+        load_wiki_corpus()

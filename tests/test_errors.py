@@ -71,3 +71,64 @@ def test_student_from_teacher_bad_layers():
 def test_pre_norm_has_no_transformers_twin():
     with pytest.raises(ValueError, match="pre-LN"):
         bb.to_transformers(bb.BertModel(config(pre_norm=True)))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.uint8])
+def test_narrow_integer_ids_are_refused_clearly(dtype):
+    # nn.Embedding takes int64/int32 only: narrower ids must fail in the check, not inside it.
+    with pytest.raises(TypeError, match="torch.long or torch.int.*convert with .long()"):
+        bb.BertModel(config())(torch.tensor([[1, 2, 3]], dtype=dtype))
+    bb.BertModel(config())(torch.tensor([[1, 2, 3]], dtype=torch.int))  # int32 works
+
+
+def test_empty_batch_says_so():
+    for model in (bb.BertModel(config()), bb.DistilBertModel(config())):
+        with pytest.raises(ValueError, match="empty batch"):
+            model(torch.zeros(0, 5, dtype=torch.long))
+
+
+def test_token_type_id_out_of_range():
+    with pytest.raises(ValueError, match=r"token_type_ids must lie in \[0, type_vocab_size=2\); got min 0, max 2"):
+        bb.BertModel(config())(torch.tensor([[1, 2, 3]]), token_type_ids=torch.tensor([[0, 1, 2]]))
+
+
+def test_forward_reads_no_value_back_under_compile():
+    # int(ids.max()) in the input check would be a graph break (and a GPU sync on every forward):
+    # fullgraph=True makes a graph break an error. backend="eager" traces without compiling code.
+    model = bb.BertModel(config(num_hidden_layers=1)).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        out = compiled(ids, torch.ones_like(ids), torch.zeros_like(ids))
+        assert torch.allclose(out.last_hidden_state, model(ids, torch.ones_like(ids)).last_hidden_state)
+
+
+def test_distilbert_with_another_activation_does_not_convert():
+    import transformers
+
+    relu = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                         max_position_embeddings=8, activation="relu")
+    with pytest.raises(ValueError, match="exact GELU.*'relu'"):
+        bb.from_transformers(transformers.DistilBertModel(relu))
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_attn_implementation_through_the_public_argument(distil):
+    assert bb.hf.hf_config(config(), distil, attn_implementation="eager")._attn_implementation == "eager"
+    model = bb.DistilBertModel(config()) if distil else bb.BertModel(config())
+    assert bb.to_transformers(model, attn_implementation="eager").config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="nonsense"):  # transformers' own check, at conversion time
+        bb.to_transformers(model, attn_implementation="nonsense")
+
+
+def test_prediction_logits_shape_is_documented_and_true():
+    # Not Hugging Face's (B, L, V) by default: (N, V) with labels. A doc fix (the name is kept for the
+    # notebooks), so this test states the documented shapes; it passed before the docs said so.
+    assert "(N, V)" in bb.ModelOutput.prediction_logits.__doc__ and "(N, V)" in bb.ModelOutput.__doc__
+    model = bb.BertForPreTraining(config()).eval()
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 1], labels[0, 3] = 5, 7
+    assert model(ids, labels=labels).prediction_logits.shape == (2, 50)  # (N, V)
+    assert model(ids, labels=labels, masked_positions_only=False).prediction_logits.shape == (1, 5, 50)
+    assert model(ids).prediction_logits.shape == (1, 5, 50)

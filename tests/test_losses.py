@@ -109,3 +109,46 @@ def test_distill_rejects_mismatched_models_and_bad_settings():
         distill(teacher, student, [], steps=1, progress=False)
     with pytest.raises(TypeError, match="teacher"):
         distill(student, student, batch, steps=1, progress=False)
+
+
+def _batch_without_masked_position():
+    ids = torch.tensor([[2, 7, 8, 3, 9, 10, 3]])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.full_like(ids, -100), "next_sentence_label": torch.tensor([0])}
+
+
+@pytest.mark.parametrize("masked_positions_only", [True, False])
+def test_batch_without_masked_position_has_zero_mlm_loss(masked_positions_only):
+    # Dynamic masking can draw no position at all: the MLM loss is 0 there, not a NaN that stops training.
+    model = BertForPreTraining(_tiny())
+    b = _batch_without_masked_position()
+    out = model(**b, masked_positions_only=masked_positions_only)
+    assert out.mlm_loss.item() == 0.0 and torch.equal(out.loss, out.nsp_loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # with a labelled position the loss is the cross-entropy's, bit for bit
+    b["labels"][0, 1] = 7
+    out = model(**b, masked_positions_only=masked_positions_only)
+    logits = out.logits if masked_positions_only else out.logits[0, 1:2]
+    assert torch.equal(out.mlm_loss, torch.nn.functional.cross_entropy(logits, torch.tensor([7])))
+
+
+def test_training_steps_on_a_batch_without_masked_position():
+    from bertbook.pretrain import pretrain
+
+    teacher = BertForPreTraining(_tiny())
+    pretrain(teacher, [_batch_without_masked_position()], steps=2, progress=False)  # no FloatingPointError
+    hist = distill(teacher, student_from_teacher(teacher), [_batch_without_masked_position()], steps=2,
+                   log_every=1, progress=False)
+    assert hist["mlm"] == [0.0, 0.0] and hist["ce"] == [0.0, 0.0]
+
+
+def test_distill_leaves_the_callers_teacher_trainable():
+    teacher = BertForPreTraining(_tiny())
+    teacher.nsp.requires_grad_(False)  # a caller's own choice, kept as it was
+    before = {name: p.requires_grad for name, p in teacher.named_parameters()}
+    batch = [{"input_ids": torch.tensor([[2, 7, 4, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+              "labels": torch.tensor([[-100, -100, 8, -100]])}]
+    distill(teacher, student_from_teacher(teacher), batch, steps=1, progress=False)
+    assert {name: p.requires_grad for name, p in teacher.named_parameters()} == before
+    assert not teacher.training  # evaluated in eval mode, as the teacher was run

@@ -79,3 +79,15 @@ def test_the_collator_s_positions_split_80_10_10():
     assert abs(kinds["mask"].sum().item() / n - 0.8) < 0.03
     assert abs(kinds["random"].sum().item() / n - 0.1) < 0.02
     assert abs(kinds["unchanged"].sum().item() / n - 0.1) < 0.02
+
+
+def test_measure_latency_leaves_the_models_as_they_were():
+    from bertbook import pipeline
+    from bertbook.bert import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=8)
+    training, evaluating = BertForSequenceClassification(cfg).train(), BertForSequenceClassification(cfg).eval()
+    lat = pipeline.measure_latency({"a": training, "b": evaluating}, batch_size=2, seq_len=4, repeats=1, warmup=0)
+    assert set(lat) == {"a", "b"} and all(t > 0 for t in lat.values())
+    assert training.training and not evaluating.training  # timed in eval mode, then given back in its own

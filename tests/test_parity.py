@@ -78,8 +78,7 @@ def test_ours_to_transformers(cls):
 def test_transformers_to_ours(cls):
     config = small_config()
     distil = "Distil" in cls.__name__
-    hf_cfg = bb.hf.hf_config(config, distil)
-    hf_cfg._attn_implementation = "eager"
+    hf_cfg = bb.hf.hf_config(config, distil, attn_implementation="eager")
     torch.manual_seed(1)
     hf = getattr(transformers, cls.__name__)(hf_cfg).eval()
     with torch.no_grad():

@@ -45,3 +45,26 @@ def test_pre_norm_encoder_runs_and_trains():
     out = model(ids, labels=ids, next_sentence_label=torch.tensor([0, 1]))
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.bert.encoder.final_norm.weight.grad is not None
+
+
+def test_classifier_from_pretrained_pools_like_the_config_by_default():
+    from bertbook.finetune import classifier_from_pretrained
+
+    cfg = bb.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    for body in (bb.BertModel(cfg), bb.DistilBertModel(cfg)):
+        assert classifier_from_pretrained(body).config.classifier_pooling == bb.BertConfig().classifier_pooling == "cls"
+        assert body.config.num_labels == 2 and body.config.classifier_pooling == "cls"  # the source config untouched
+        assert classifier_from_pretrained(body, 3, "mean").config.num_labels == 3
+
+
+def test_a_changed_config_is_validated(tmp_path):
+    import pytest
+
+    from bertbook import pipeline
+    from bertbook.configs import get_config
+
+    # The random-init control built its config by setting fields by hand: a bad pooling was not
+    # checked, and pool() treats anything but "cls" as the mean.
+    with pytest.raises(ValueError, match="classifier_pooling must be 'cls' or 'mean', got 'max'"):
+        pipeline.random_init_classifier(get_config("tiny", finetune__pooling="max"), str(tmp_path), progress=False)

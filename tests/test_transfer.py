@@ -143,3 +143,10 @@ def test_transfer_labels_are_never_read(tmp_path, monkeypatch):
     for stage in original:
         for name, tensor in original[stage].items():
             assert torch.equal(tensor, again[stage][name]), (stage, name)
+
+
+def test_no_transfer_set_when_every_review_is_labelled():
+    # gpu scale (train_examples=None): no review is left; datasets' select() raised an IndexError there.
+    transfer = pipeline.transfer_data(get_config("tiny", finetune__train_examples=None,
+                                                 finetune__transfer_examples=None))
+    assert (transfer.texts, transfer.batches, transfer.start) == ([], [], 10202)

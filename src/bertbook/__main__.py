@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", default=None,
                         help="checkpoint cache (default: $BERTBOOK_CACHE or ~/.cache/bertbook)")
     common.add_argument("--retrain", action="store_true", help="ignore the cache for this command's models")
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", action="store_true", help="no progress bars, no notes on stderr")
     common.add_argument("--compile", action="store_true", help="torch.compile the models being trained")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pretrain", parents=[common], help="pretrain BERT from scratch (MLM + NSP)")
@@ -50,8 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = get_config(args.scale or default_scale(), compile=args.compile)
     kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
-    log = (lambda *a: None) if args.quiet and args.command == "report" else \
-        (lambda *a: print(*a, file=sys.stderr))
+    # --quiet: no progress bars and no notes on stderr; the results on stdout are always printed.
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     if args.command == "pretrain":
         _, info = pipeline.pretrained_teacher(cfg, retrain=args.retrain, **kw)
         print(_mlm_line("BERT from scratch", info))

@@ -34,6 +34,16 @@ def expand_padding_mask(attention_mask: Tensor, batch: int, key_len: int) -> Ten
     return attention_mask.bool() if attention_mask.dtype != torch.bool else attention_mask
 
 
+def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """softmax(scores) over the last dimension where `mask` (boolean or 0/1, broadcastable to
+    `scores`; True/1 = keep) keeps a position; masked positions get weight 0, and a row with nothing
+    kept is all zeros (not NaN)."""
+    keep = mask if mask.dtype == torch.bool else mask != 0
+    # The most negative finite number instead of -inf: a fully masked row stays finite.
+    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1).masked_fill(~keep, 0.0)
+
+
 def scaled_dot_product_attention(
     q: Tensor,
     k: Tensor,
@@ -50,10 +60,7 @@ def scaled_dot_product_attention(
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if attention_mask is not None:
-        keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
-        # The most negative finite number instead of -inf: a fully masked row stays finite.
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-        weights = scores.softmax(dim=-1).masked_fill(~keep, 0.0)
+        weights = masked_softmax(scores, attention_mask)
     else:
         weights = scores.softmax(dim=-1)
     if dropout_p > 0.0:

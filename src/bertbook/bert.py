@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import Encoder
+from .masking import IGNORE_INDEX
 
 
 @dataclass
@@ -75,10 +76,17 @@ class BertConfig:
 
 @dataclass
 class ModelOutput:
-    """What every model returns; fields a model does not compute stay None."""
+    """What every model returns; fields a model does not compute stay None.
+
+    The MLM logits (`logits`, alias `prediction_logits`) are (B, L, V) only without `labels` or
+    with `masked_positions_only=False`; by default, with `labels`, they are (N, V), one row per
+    labelled position in the order of `labels[labels != IGNORE_INDEX]`. Hugging Face's
+    `prediction_logits` is always (B, L, V).
+    """
 
     loss: Optional[Tensor] = None
-    logits: Optional[Tensor] = None  # classification (B, num_labels) or MLM (B, L, V) / (N, V)
+    # classification (B, num_labels); MLM (N, V) with labels (the default), else (B, L, V)
+    logits: Optional[Tensor] = None
     seq_relationship_logits: Optional[Tensor] = None  # NSP (B, 2)
     mlm_loss: Optional[Tensor] = None
     nsp_loss: Optional[Tensor] = None
@@ -89,25 +97,53 @@ class ModelOutput:
 
     @property
     def prediction_logits(self) -> Optional[Tensor]:
-        """Hugging Face's name for the MLM logits of `BertForPreTraining`."""
+        """Hugging Face's name for the MLM logits of `BertForPreTraining`, but not always its shape:
+        (N, V) over the N labelled positions when the model got `labels` (and
+        `masked_positions_only`, the default), (B, L, V) otherwise, as Hugging Face's. For the
+        (B, L, V) logits with a loss, pass `masked_positions_only=False`."""
         return self.logits
 
 
+# nn.Embedding takes int64 or int32 indices only; narrower integer types fail deep inside it.
+ID_DTYPES = (torch.long, torch.int)
+
+
+def _read_back_values(x: Tensor) -> bool:
+    """Whether an input check may read tensor values (min/max) back to Python: only on the CPU and
+    outside `torch.compile`. On a GPU `int(x.max())` waits for every queued kernel on each forward,
+    and under `torch.compile` it breaks the graph; there an out-of-range id is left to the device's
+    own index check."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def check_ids_in_range(ids: Tensor, size: int, name: str, what: str) -> None:
+    """`ids` (any shape, not empty) must lie in [0, size): a clear error naming `name` otherwise.
+    Reads the values back, so only where `_read_back_values` allows (a no-op elsewhere)."""
+    if not _read_back_values(ids):
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{name} must lie in [0, {what}={size}); got min {lo}, max {hi}")
+
+
 def check_input_ids(input_ids: Tensor, vocab_size: int, max_positions: int) -> None:
-    """Clear errors for the input mistakes that otherwise surface as an index error deep inside."""
-    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    """Clear errors for the input mistakes that otherwise surface as an index error deep inside.
+
+    input_ids: (B, L) int64 or int32 token ids, B >= 1 and 1 <= L <= max_positions. The dtype and
+    shape are always checked (free: no value is read); the range [0, vocab_size) only where
+    `_read_back_values` allows (eager mode on the CPU)."""
+    if input_ids.dtype not in ID_DTYPES:
+        raise TypeError(f"input_ids must be integer token ids of dtype torch.long or torch.int, got dtype "
+                        f"{input_ids.dtype} (convert with .long())")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"empty batch: input_ids has shape {tuple(input_ids.shape)}, no token to run on")
     if input_ids.shape[1] > max_positions:
         raise ValueError(
             f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings ({max_positions})"
         )
-    if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
-        raise ValueError(
-            f"token ids must lie in [0, vocab_size={vocab_size}); got min {int(input_ids.min())}, "
-            f"max {int(input_ids.max())}"
-        )
+    check_ids_in_range(input_ids, vocab_size, "token ids", "vocab_size")
 
 
 def check_mask(mask: Optional[Tensor], input_ids: Tensor, name: str) -> None:
@@ -140,8 +176,7 @@ class BertEmbeddings(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             check_mask(token_type_ids, input_ids, "token_type_ids")
-            if int(token_type_ids.max()) >= self.config.type_vocab_size or int(token_type_ids.min()) < 0:
-                raise ValueError(f"token_type_ids must lie in [0, {self.config.type_vocab_size})")
+            check_ids_in_range(token_type_ids, self.config.type_vocab_size, "token_type_ids", "type_vocab_size")
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
 
@@ -268,20 +303,27 @@ class MLMHead(nn.Module):
 
 def mlm_logits_and_loss(head: MLMHead, hidden: Tensor, labels: Optional[Tensor],
                         masked_positions_only: bool):
-    """MLM logits and loss. With labels and masked_positions_only the decoder runs only on the N
-    labelled positions, (N, V) instead of (B, L, V): the same loss for far less compute, since
-    only ~15% of the positions carry a label."""
+    """MLM logits and loss. hidden: (B, L, D), labels: (B, L), IGNORE_INDEX where there is no loss.
+
+    With labels and masked_positions_only the decoder runs only on the N labelled positions, (N, V)
+    instead of (B, L, V): the same loss for far less compute, since only ~15% of the positions
+    carry a label. A batch without any labelled position (dynamic masking can draw none) has an
+    MLM loss of 0, not the NaN of a mean over nothing, so that training goes on with its NSP loss."""
     if labels is None:
         return head(hidden), None
     if labels.shape != hidden.shape[:2]:
         raise ValueError(f"labels have shape {tuple(labels.shape)}, expected {tuple(hidden.shape[:2])}")
+    selected = labels != IGNORE_INDEX
     if masked_positions_only:
-        selected = labels != -100
         logits = head(hidden[selected])
-        return logits, F.cross_entropy(logits, labels[selected])
-    logits = head(hidden)
-    return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100)
+        loss = F.cross_entropy(logits, labels[selected])
+    else:
+        logits = head(hidden)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    # torch.where, not `if`: no value is read back (no GPU sync), and with a labelled position the
+    # loss and its gradient are exactly the cross-entropy's.
+    return logits, torch.where(selected.any(), loss, loss.new_zeros(()))
 
 
 class BertForPreTraining(PreTrainedModel):

@@ -20,7 +20,7 @@ import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 FORMAT_VERSION = 1  # bump when what we store changes: it invalidates every key
@@ -28,6 +28,16 @@ FORMAT_VERSION = 1  # bump when what we store changes: it invalidates every key
 
 class CorruptCheckpointWarning(UserWarning):
     """A cached checkpoint could not be read back intact; it was deleted and will be retrained."""
+
+
+class _ChecksumError(ValueError):
+    """The tensors read back do not match the checksum stored with them (or there is none)."""
+
+
+# What a damaged file raises: safetensors' header errors (truncated, garbage, bad JSON), our checksum,
+# our metadata's JSON. Anything else (PermissionError, MemoryError, a folder in the way, ...) is not
+# the file's fault: it propagates, and the checkpoint is kept.
+CORRUPTION_ERRORS = (SafetensorError, _ChecksumError, json.JSONDecodeError)
 
 
 def cache_root(cache_dir: Optional[str] = None) -> str:
@@ -101,9 +111,10 @@ def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Op
 
 
 def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:
-    """(state_dict, metadata), or None if there is no file. A corrupt file (unreadable, truncated,
-    or whose tensors do not match the stored checksum) triggers a CorruptCheckpointWarning, is
-    deleted, and gives None, so the caller retrains."""
+    """(state_dict, metadata), or None if there is no file. A corrupt file (not safetensors,
+    truncated, or whose tensors do not match the stored checksum: `CORRUPTION_ERRORS`) triggers a
+    CorruptCheckpointWarning, is deleted, and gives None, so the caller retrains. Any other error
+    while reading (no permission, out of memory, ...) is raised, and the file is left alone."""
     if not os.path.exists(path):
         return None
     try:
@@ -111,9 +122,9 @@ def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[s
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
-            raise ValueError("checksum mismatch")
+            raise _ChecksumError("checksum mismatch")
         metadata = json.loads(meta.get("bertbook", "{}"))
-    except Exception as e:  # safetensors raises several error types for damaged files
+    except CORRUPTION_ERRORS as e:
         warnings.warn(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); deleting it and retraining",
                       CorruptCheckpointWarning, stacklevel=2)
         try:

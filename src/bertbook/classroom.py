@@ -21,9 +21,10 @@ import copy
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
-import nbformat
+if TYPE_CHECKING:  # annotations only: nbformat is imported where a notebook is read (`_nbformat`)
+    import nbformat
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -37,6 +38,16 @@ SKIP_DIRS = {"_build", ".ipynb_checkpoints", "__pycache__", ".jupyter_cache"}
 
 class ReleaseError(ValueError):
     """The release cannot be made (unsafe destination, unbalanced solution markers, ...)."""
+
+
+def _nbformat():
+    """nbformat, which bertbook itself does not need: declared by the `classroom` extra."""
+    try:
+        import nbformat
+    except ImportError as e:
+        raise ImportError("the student edition reads and writes notebooks with nbformat, which is not "
+                          "installed: pip install 'bertbook[classroom]' (or pip install nbformat)") from e
+    return nbformat
 
 
 def _source_text(cell: dict) -> str:
@@ -134,6 +145,7 @@ def release(src: Path, dst: Path, log=print) -> int:
         target = d / f.relative_to(root)
         if target.exists() and BEGIN_SOLUTION in target.read_text(encoding="utf-8"):
             raise ReleaseError(f"refusing to overwrite {target}: it contains solutions (an instructor notebook?)")
+    nbformat = _nbformat()
     total = 0
     for f in files:
         target = d / f.relative_to(root)
@@ -166,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         release(args.src, args.dst)
-    except ReleaseError as err:
+    except (ReleaseError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ import json
 import os
 import random
 import re
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
@@ -169,12 +169,10 @@ def wiki_article_sentences(markup: str, min_words: int = 4) -> list[str]:
 
 
 def _gensim_wiki_documents(min_sentences: int) -> list[dict[str, Any]]:
-    try:
-        from gensim.corpora.wikicorpus import extract_pages
-    except ImportError as e:  # pragma: no cover - depends on the environment
+    if importlib.util.find_spec("gensim") is None:  # found, not imported: the parse imports it
         raise MissingDataPackageError(
             "the 'gensim-enwiki' corpus needs gensim; install it with: pip install gensim"
-        ) from e
+        )
     path = _package_file("gensim", _GENSIM_WIKI, "pip install gensim")
     return [dict(d) for d in _parse_wiki_dump(path, min_sentences)]
 
@@ -235,18 +233,32 @@ def load_wiki_corpus(
     )
 
 
-def _wikitext_documents(min_sentences: int) -> list[dict[str, Any]]:  # pragma: no cover - online
-    """WikiText-103 from the Hugging Face hub (network needed)."""
+def _wikitext_documents(min_sentences: int) -> list[dict[str, Any]]:
+    return [dict(d) for d in _load_wikitext(min_sentences)]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_wikitext(min_sentences: int) -> tuple[dict[str, Any], ...]:
+    """WikiText-103 from the Hugging Face hub (network needed), once per process: the pipeline
+    reads the corpus twice (its pairs, and the tokenizer trained on it)."""
     from datasets import load_dataset
 
     raw = load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="train")
+    return tuple(wikitext_articles(raw["text"], min_sentences))
+
+
+def wikitext_articles(lines: Iterable[str], min_sentences: int = 5) -> list[dict[str, Any]]:
+    """Rebuild articles from WikiText's lines: `` = Title = `` starts one, `` = = Section = = ``
+    headings are dropped, prose lines are split into sentences (kept as `_good_sentence` says).
+    Articles of fewer than ``min_sentences`` sentences are left out (stubs are useless for NSP).
+    Returns one dict per article: ``title``, ``sentences``, ``text``, as ``load_wiki_corpus``'s rows."""
     docs, title, sentences = [], None, []
 
     def flush():
         if title is not None and len(sentences) >= min_sentences:
             docs.append({"title": title, "sentences": list(sentences), "text": " ".join(sentences)})
 
-    for line in raw["text"]:
+    for line in lines:
         m = re.match(r"^ = ([^=].*?) = $", line.rstrip("\n"))
         if m:  # a new article
             flush()

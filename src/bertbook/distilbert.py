@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from typing import List, Optional, Sequence, Union
 
@@ -146,9 +146,7 @@ def student_from_teacher(
     if sorted(set(layers)) != layers:
         raise ValueError(f"layers must be strictly increasing without repeats, got {layers}")
 
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    student = student_cls(config)
+    student = student_cls(dataclasses.replace(teacher.config, num_hidden_layers=len(layers)))
     se, te = student.distilbert.embeddings, bert.embeddings
     with torch.no_grad():
         se.word_embeddings.weight.copy_(te.word_embeddings.weight)

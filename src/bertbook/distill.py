@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .bert import BertForPreTraining
 from .distilbert import DistilBertForMaskedLM
+from .masking import IGNORE_INDEX
 from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
 
 History = Dict[str, List[float]]
@@ -135,8 +136,9 @@ def distill(
     (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
     Defaults: α_ce = 5, α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU
     command). With α_ce = α_cos = 0 the student trains on MLM alone and the teacher is not run
-    (`ce` and `cos` are logged as 0). Returns the history: `step`, `loss`, `ce`, `mlm`, `cos`,
-    `mlm_accuracy`, `lr`, and `seconds`."""
+    (`ce` and `cos` are logged as 0). The teacher is moved to the device and left in eval mode,
+    its parameters untouched (no gradient flows into it). Returns the history: `step`, `loss`,
+    `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and `seconds`."""
     if not isinstance(teacher, BertForPreTraining):
         raise TypeError(f"teacher must be a BertForPreTraining, got {type(teacher).__name__}")
     if not isinstance(student, DistilBertForMaskedLM):
@@ -147,7 +149,8 @@ def distill(
     teacher_needed = alpha_ce > 0 or alpha_cos > 0
     seed_everything(seed)
     opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
-    teacher.to(opt.device).eval().requires_grad_(False)
+    # Frozen by running it under no_grad, not by requires_grad_(False): the caller's teacher keeps its flags.
+    teacher.to(opt.device).eval()
     student.to(opt.device).train()
     run = maybe_compile(student, compile)
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
@@ -172,8 +175,8 @@ def distill(
         with torch.no_grad():
             for k in ("loss", "ce", "mlm", "cos"):
                 window[k] += float(parts[k])
-            window["correct"] += (s.logits.argmax(-1) == labels[labels != -100]).sum().item()
-            window["masked"] += int((labels != -100).sum())
+            window["correct"] += (s.logits.argmax(-1) == labels[labels != IGNORE_INDEX]).sum().item()
+            window["masked"] += int((labels != IGNORE_INDEX).sum())
             window["n"] += 1
         if step % log_every == 0 or step == steps:
             hist["step"].append(step)

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .attention import MultiHeadAttention, masked_softmax, scaled_dot_product_attention
 from .bert import BertConfig, BertEmbeddings, BertForPreTraining
 from .encoder import Encoder, EncoderLayer
+from .masking import IGNORE_INDEX
 
 __all__ = [
     "ExerciseFailed", "Case", "Hint", "run_check", "compare", "describe",
@@ -309,11 +310,7 @@ def _keep(mask: Tensor) -> Tensor:
     return mask if mask.dtype == torch.bool else mask != 0
 
 
-def _reference_masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
-    # The two lines inside bertbook.attention.scaled_dot_product_attention.
-    keep = _keep(mask)
-    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
-    return weights.masked_fill(~keep, 0.0)
+_reference_masked_softmax = masked_softmax  # what bertbook.attention.scaled_dot_product_attention uses
 
 
 def check_masked_softmax(masked_softmax: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -673,7 +670,7 @@ def _mlm_batch(batch: int, length: int, vocab_size: int, special: Sequence[int],
 
 
 def _mask_counts(ids: Tensor, masked: Tensor, labels: Tensor, mask_id: int) -> Dict[str, int]:
-    selected = labels != -100
+    selected = labels != IGNORE_INDEX
     return {"selected": int(selected.sum()),
             "mask": int((selected & (masked == mask_id)).sum()),
             "kept": int((selected & (masked == ids)).sum()),
@@ -732,7 +729,7 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
             if not torch.equal(given, ids):
                 raise fail("input_ids left as they were", "input_ids changed in place",
                            "your function modified its input; work on a copy (input_ids.clone())")
-            bad = (labels != -100) & (labels != ids)
+            bad = (labels != IGNORE_INDEX) & (labels != ids)
             if bad.any():
                 pos = tuple(int(x) for x in bad.nonzero()[0])
                 hint = None
@@ -745,7 +742,7 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
                            f"labels[{pos}] = {int(labels[pos])}",
                            "labels must be the original id where a token is selected and -100 "
                            "everywhere else", hint)
-            selected = labels != -100
+            selected = labels != IGNORE_INDEX
             is_special = torch.isin(ids, torch.tensor(special))
             if (selected & is_special).any():
                 pos = tuple(int(x) for x in (selected & is_special).nonzero()[0])
@@ -819,15 +816,6 @@ def check_mask_tokens(mask_tokens_fn: Callable[..., Tuple[Tensor, Tensor]]) -> N
                                "do not set a seed inside the function: BERT draws a fresh mask for "
                                "every batch (dynamic masking), from torch's random stream.")
     print(f"✓ {name}: {n} cases passed")
-
-
-def _reference_nsp_pair(documents: Sequence[Sequence[str]], d: int, i: int, rng: random.Random):
-    # The rule of bertbook.masking.make_nsp_pairs, one sentence at a time: with probability 1/2,
-    # B is a sentence from another document (label 1), otherwise the next sentence (label 0).
-    if rng.random() < 0.5:
-        other = rng.choice([j for j in range(len(documents)) if j != d])
-        return documents[d][i], rng.choice(documents[other]), 1
-    return documents[d][i], documents[d][i + 1], 0
 
 
 def _nsp_documents(lengths: Sequence[int]) -> list:
@@ -1044,13 +1032,13 @@ def _reference_mlm_loss_accuracy(logits: Tensor, labels: Tensor) -> Tuple[Tensor
     from .bert import mlm_logits_and_loss
 
     picked, loss = mlm_logits_and_loss(nn.Identity(), logits, labels, masked_positions_only=True)
-    target = labels[labels != -100]
+    target = labels[labels != IGNORE_INDEX]
     return loss, (picked.argmax(-1) == target).float().mean().item()
 
 
 def _mlm_wrong(mistake: str):
     def wrong(logits: Tensor, labels: Tensor):
-        sel = labels != -100
+        sel = labels != IGNORE_INDEX
         V = logits.shape[-1]
         loss, acc = _reference_mlm_loss_accuracy(logits, labels)
         if mistake == "acc_all_positions":  # unlabelled positions counted as wrong answers
@@ -1076,7 +1064,7 @@ def _mlm_case(b: int, l: int, v: int, p: float, pad: Sequence[int] = (), scale: 
     ``pad[i]`` padding positions at the end of row i. A third of the labelled positions are made
     right (their label is the argmax), so that the accuracy is neither 0 nor 1."""
     logits = scale * torch.randn(b, l, v)
-    labels = torch.full((b, l), -100, dtype=torch.long)
+    labels = torch.full((b, l), IGNORE_INDEX, dtype=torch.long)
     chosen = torch.rand(b, l) < p
     for i, n in enumerate(pad):
         if n:
@@ -1093,7 +1081,7 @@ def check_mlm_loss_accuracy(mlm_loss_accuracy: Callable[[Tensor, Tensor], Tuple[
     cross-entropy and the accuracy of the argmax over the positions whose label is not -100 only.
     logits (B, L, V), labels (B, L); the loss is a 0-d tensor, the accuracy a number in [0, 1]."""
     with _seeded(501):
-        one = torch.full((2, 4), -100)
+        one = torch.full((2, 4), IGNORE_INDEX)
         one[1, 2] = 3
         full_logits = 3 * torch.randn(2, 6, 9)
         cases = [

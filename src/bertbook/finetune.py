@@ -11,7 +11,7 @@ and gives each batch the loss of its kind (`batch_loss`).
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import time
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -77,12 +77,13 @@ def make_batches(input_ids: Sequence[Sequence[int]], labels: Optional[Sequence[i
 
 
 def classifier_from_pretrained(bert: Union[BertModel, "DistilBertModel"], num_labels: int = 2,
-                               pooling: str = "mean", seed: int = 0
+                               pooling: str = "cls", seed: int = 0
                                ) -> Union[BertForSequenceClassification, "DistilBertForSequenceClassification"]:
     """A classifier whose encoder is a copy of the pretrained `bert` and whose head is freshly
     initialised (seeded): a BertForSequenceClassification for a BertModel, a
     DistilBertForSequenceClassification for a DistilBertModel (e.g. a distilled MLM student's
-    `.distilbert`)."""
+    `.distilbert`). `pooling`: "cls" (the [CLS] vector, BertConfig's default and transformers'
+    classifiers') or "mean" (over the non-padding tokens)."""
     from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 
     if isinstance(bert, BertModel):
@@ -91,9 +92,7 @@ def classifier_from_pretrained(bert: Union[BertModel, "DistilBertModel"], num_la
         cls, body = DistilBertForSequenceClassification, "distilbert"
     else:
         raise TypeError(f"expected a bertbook BertModel or DistilBertModel, got {type(bert).__name__}")
-    config = copy.deepcopy(bert.config)
-    config.num_labels, config.classifier_pooling = num_labels, pooling
-    config.__post_init__()  # re-validate the changed fields
+    config = dataclasses.replace(bert.config, num_labels=num_labels, classifier_pooling=pooling)  # validated
     torch.manual_seed(seed)
     model = cls(config)
     own = getattr(model, body).state_dict()

@@ -110,10 +110,14 @@ def from_hf_state_dict(sd: Dict[str, Tensor], distil: bool) -> Dict[str, Tensor]
     return out
 
 
-def hf_config(config: BertConfig, distil: bool) -> transformers.PretrainedConfig:
-    """Our config -> `transformers.BertConfig` or `transformers.DistilBertConfig`."""
+def hf_config(config: BertConfig, distil: bool,
+              attn_implementation: Optional[str] = None) -> transformers.PretrainedConfig:
+    """Our config -> `transformers.BertConfig` or `transformers.DistilBertConfig`.
+    `attn_implementation` ("eager", "sdpa", ...; None: transformers' default) goes to the config's
+    own public argument of that name."""
     if config.pre_norm:
         raise ValueError("pre-LN models have no Hugging Face BERT counterpart (it is post-LN)")
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     if distil:
         if config.layer_norm_eps != 1e-12:
             raise ValueError("transformers' DistilBERT fixes layer_norm_eps at 1e-12")
@@ -124,7 +128,7 @@ def hf_config(config: BertConfig, distil: bool) -> transformers.PretrainedConfig
             dropout=config.hidden_dropout_prob, attention_dropout=config.attention_probs_dropout_prob,
             activation="gelu", initializer_range=config.initializer_range,
             seq_classif_dropout=0.2 if config.classifier_dropout is None else config.classifier_dropout,
-            pad_token_id=config.pad_token_id, num_labels=config.num_labels)
+            pad_token_id=config.pad_token_id, num_labels=config.num_labels, **extra)
     return transformers.BertConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
@@ -134,7 +138,7 @@ def hf_config(config: BertConfig, distil: bool) -> transformers.PretrainedConfig
         max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size,
         initializer_range=config.initializer_range, layer_norm_eps=config.layer_norm_eps,
         pad_token_id=config.pad_token_id, num_labels=config.num_labels,
-        classifier_dropout=config.classifier_dropout)
+        classifier_dropout=config.classifier_dropout, **extra)
 
 
 def config_from_hf(hf: transformers.PretrainedConfig) -> BertConfig:
@@ -142,6 +146,8 @@ def config_from_hf(hf: transformers.PretrainedConfig) -> BertConfig:
     if hf.model_type == "distilbert":
         if getattr(hf, "sinusoidal_pos_embds", False):
             raise ValueError("sinusoidal position embeddings are not supported")
+        if hf.activation != "gelu":  # our feed-forward is exact GELU: another one gives other numbers
+            raise ValueError(f"only DistilBERT with exact GELU converts, got activation {hf.activation!r}")
         return BertConfig(
             vocab_size=hf.vocab_size, hidden_size=hf.dim, num_hidden_layers=hf.n_layers,
             num_attention_heads=hf.n_heads, intermediate_size=hf.hidden_dim,
@@ -176,10 +182,7 @@ def to_transformers(model: PreTrainedModel, attn_implementation: Optional[str] =
     if getattr(model, "config", None) is not None and model.config.classifier_pooling != "cls" \
             and "Classification" in hf_name:
         raise ValueError("transformers' classifiers pool the [CLS] vector; this model uses mean pooling")
-    config = hf_config(model.config, distil)
-    if attn_implementation:
-        config._attn_implementation = attn_implementation
-    hf = getattr(transformers, hf_name)(config)
+    hf = getattr(transformers, hf_name)(hf_config(model.config, distil, attn_implementation or None))
     hf_sd = to_hf_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, distil)
     missing, unexpected = hf.load_state_dict(hf_sd, strict=False)
     # Only the tied decoder copies may be left for the model to fill in itself.

@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -198,7 +198,7 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
         corpus = load_wiki_corpus(p.corpus)
         if tokenizer == "wordpiece":
             from .tokenizer import get_pretraining_tokenizer
-            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size)
+            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size, corpus=p.corpus)
         else:
             tok = _minilm()[1]
         docs = corpus["train"]["sentences"]
@@ -426,9 +426,9 @@ def transfer_data(scale: Any = None) -> TransferData:
         train = load_rotten_tomatoes()["train"]
         n = transfer_size(f, len(train))
         start = len(train) if f.train_examples is None else f.train_examples
-        texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
-        if not texts:
+        if n == 0:  # e.g. gpu scale, every review labelled: select() refuses a start at the end
             return TransferData([], [], start)
+        texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
         _, tok = _minilm()
         ids = encode_texts(texts, tok, f.max_length)
         return TransferData(texts, make_batches(ids, None, f.batch_size, tok.pad_token_id, seed=f.seed), start)
@@ -567,9 +567,8 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
 
     def build():
         seed_everything(seed)
-        config = copy.deepcopy(bert.config)
-        config.num_hidden_layers, config.num_labels = len(f.student_layers), len(data.label_names)
-        config.classifier_pooling = f.pooling
+        config = replace(bert.config, num_hidden_layers=len(f.student_layers),
+                         num_labels=len(data.label_names), classifier_pooling=f.pooling)  # validated
         model = DistilBertForSequenceClassification(config)
         hist = finetune(model, data.train_batches, f.epochs, f.random_init_lr, f.warmup, seed=seed,
                         progress=progress)
@@ -583,12 +582,24 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
 # --------------------------------------------------------------------------- measurements
 
 
+@contextlib.contextmanager
+def _on_cpu_in_eval(models: Sequence[nn.Module]):
+    """Move `models` to the CPU in eval mode for the block, then back to the device and mode each
+    had: a measurement must not change the caller's models."""
+    before = [(m, next(m.parameters()).device, m.training) for m in models]
+    try:
+        yield [m.cpu().eval() for m in models]
+    finally:
+        for m, device, training in before:
+            m.to(device).train(training)
+
+
 @torch.inference_mode()
 def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len: int = 64,
                     repeats: int = 10, warmup: int = 2, seed: int = 0) -> Dict[str, float]:
     """Median seconds per forward pass of each model on the CPU, input (batch_size, seq_len) of
     random ids with no padding. The models are timed in turn, round by round, so that a busy
-    machine slows them alike."""
+    machine slows them alike; afterwards each is back on its device, in its mode."""
     import statistics
 
     if not models:
@@ -598,14 +609,13 @@ def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len:
     ids = torch.randint(5, vocab, (batch_size, seq_len), generator=g)
     mask = torch.ones_like(ids)
     times: Dict[str, List[float]] = {name: [] for name in models}
-    for m in models.values():
-        m.cpu().eval()
-    for r in range(warmup + repeats):
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            m(ids, mask)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    with _on_cpu_in_eval(list(models.values())):
+        for r in range(warmup + repeats):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m(ids, mask)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .bert import BertForPreTraining
+from .masking import IGNORE_INDEX
 from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
 
 History = Dict[str, List[float]]
@@ -79,7 +80,7 @@ def pretrain(
                 out = run(**batch)
             opt.step(out.loss)
             with torch.no_grad():  # running metrics, read off tensors we already have
-                labels = batch["labels"][batch["labels"] != -100]
+                labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
                 window["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
                 window["mlm_n"] += labels.numel()
                 if out.nsp_loss is not None:
@@ -124,7 +125,7 @@ def position_kinds(batch: Batch, mask_token_id: int) -> Dict[str, Tensor]:
     tensor over the N labelled positions, in the order of `labels[labels != -100]`. A random
     replacement that happened to draw the original token shows the answer, so it counts as
     unchanged: that is what the model sees."""
-    selected = batch["labels"] != -100
+    selected = batch["labels"] != IGNORE_INDEX
     shown, answer = batch["input_ids"][selected], batch["labels"][selected]
     is_mask = shown == mask_token_id
     same = shown == answer
@@ -153,7 +154,7 @@ def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Batch],
         _check_pretraining_batch(batch)
         batch = to_device(batch, device)
         out = model(**{k: v for k, v in batch.items() if k in accepted})
-        labels = batch["labels"][batch["labels"] != -100]
+        labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
         correct = out.logits.argmax(-1) == labels  # (N,)
         losses = F.cross_entropy(out.logits.float(), labels, reduction="none")  # (N,)
         sums["mlm_correct"] += correct.sum().item()
@@ -201,7 +202,7 @@ def constant_guess_accuracy(token: int, eval_batches: Iterable[Batch],
     `mask_token_id`, at each kind of position of `position_kinds` (`mask`, `random`, `unchanged`)."""
     hits: Dict[str, int] = Counter()
     for batch in eval_batches:
-        labels = batch["labels"][batch["labels"] != -100]
+        labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
         right = labels == token
         hits["all_hit"] += int(right.sum())
         hits["all_n"] += labels.numel()

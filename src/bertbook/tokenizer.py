@@ -131,9 +131,11 @@ def cache_root(cache_dir: Optional[str] = None) -> str:
 
 
 def get_pretraining_tokenizer(
-    cache_dir: Optional[str] = None, vocab_size: int = 8192, lowercase: bool = True
+    cache_dir: Optional[str] = None, vocab_size: int = 8192, lowercase: bool = True,
+    corpus: str = "gensim-enwiki",
 ) -> BertTokenizerFast:
-    """The book's tokenizer: WordPiece trained once on the wiki train split, then cached.
+    """The book's tokenizer: WordPiece trained once on the train split of the wiki ``corpus`` (a
+    name of ``bertbook.data.WIKI_CORPORA``, as ``PretrainSettings.corpus``), then cached.
 
     Cached under ``<cache>/tokenizer-<hash>``, the hash covering the corpus content,
     ``vocab_size``, ``lowercase`` and the recipe version. Written to a temporary
@@ -141,15 +143,15 @@ def get_pretraining_tokenizer(
     """
     from .data import fingerprint, load_wiki_corpus
 
-    corpus = load_wiki_corpus()["train"]
-    key = f"{fingerprint(corpus)}-{vocab_size}-{int(lowercase)}-v{TOKENIZER_VERSION}"
+    train = load_wiki_corpus(corpus)["train"]
+    key = f"{fingerprint(train)}-{vocab_size}-{int(lowercase)}-v{TOKENIZER_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = cache_root(cache_dir)
     final = os.path.join(root, f"tokenizer-{digest}")
     if os.path.isfile(os.path.join(final, "tokenizer.json")):
         return load_tokenizer(final)
 
-    tokenizer = train_wordpiece(corpus["text"], vocab_size=vocab_size, lowercase=lowercase)
+    tokenizer = train_wordpiece(train["text"], vocab_size=vocab_size, lowercase=lowercase)
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tokenizer-tmp-", dir=root)
     try:

@@ -56,8 +56,9 @@ def attention_pattern_scores(
     """Per-head pattern scores, each a (layers, heads) tensor averaged over the real query tokens.
 
     Keys: one per entry of `special_ids` (e.g. {"[CLS]": 101, "[SEP]": 102}, or a list of ids per
-    name for a group such as punctuation): the attention mass on the tokens with that id (those ids); "previous", "self", "next": the weight on position i-1, i, i+1 (queries
-    without such a real neighbour are left out); "broad": the normalised entropy (1 = uniform).
+    name for a group such as punctuation): the attention mass on the tokens with that id (those
+    ids); "previous", "self", "next": the weight on position i-1, i, i+1 (queries without such a
+    real neighbour are left out); "broad": the normalised entropy (1 = uniform).
     """
     a = stack_attentions(attentions)
     n_layers, batch, heads, length, _ = a.shape
