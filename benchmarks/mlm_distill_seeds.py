@@ -29,16 +29,10 @@ from bertbook.finetune import classifier_from_pretrained, evaluate_classifier, f
 from bertbook.training import seed_everything
 
 sys.path.insert(0, os.path.dirname(__file__))
-from distill_seeds import parse_overrides  # noqa: E402  (one parser for both scripts' --set)
+from distill_seeds import paired, parse_overrides  # noqa: E402  (one parser and one paired gain for both scripts)
 
 
 TEACHER_ONLY = ("distill__temperature", "distill__alpha_ce", "distill__alpha_cos")
-
-
-def paired(gains: list) -> dict:
-    """Mean, standard error and count of positive paired differences."""
-    se = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
-    return {"mean": statistics.mean(gains), "se": se, "ahead": sum(g > 0 for g in gains), "n": len(gains)}
 
 
 def downstream(encoder, cfg, seeds: list) -> list:
