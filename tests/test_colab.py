@@ -1,0 +1,136 @@
+"""Colab, for real: one Colab cell in every chapter, the launch buttons, and an environment built from
+exactly what that cell installs, importing every module that any chapter imports."""
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import colab_cell  # noqa: E402
+
+
+def test_every_chapter_has_the_one_colab_cell():
+    assert colab_cell.check() == []
+
+
+def test_the_cell_names_the_repository_version_and_data_pins_of_the_repository():
+    source = colab_cell.render()
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert f"git+{config['repository']['url']}@v{colab_cell.package_version()}" in source
+    for pin in (ROOT / "requirements-data.txt").read_text().split():
+        if "==" in pin:
+            assert f'"{pin}"' in source
+
+
+def test_the_colab_launch_button_points_to_each_notebook():
+    # sphinx-book-theme links <colab>/github/<org>/<repo>/blob/<branch>/<path_to_book>/<page>.ipynb.
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    prefix = config["repository"].get("path_to_book", "").strip("/")
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [entry["file"] for entry in toc["chapters"]]
+    notebooks = [p for p in pages if (ROOT / f"{p}.ipynb").exists()]
+    assert len(notebooks) >= 9
+    for page in notebooks:
+        assert (ROOT / prefix / f"{page}.ipynb").is_file(), page
+
+
+def chapter_imports() -> list:
+    """Every module a chapter's code imports, outside the standard library, sorted."""
+    names = set()
+    for path in colab_cell.chapters():
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "\n".join(line for line in "".join(cell["source"]).splitlines()
+                               if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names.add(node.module)
+    return sorted(n for n in names if n.split(".")[0] not in sys.stdlib_module_names | {"google"})
+
+
+def colab_installs(source: str):
+    """What the Colab cell installs: (the package requirement, the pinned packages it installs with --no-deps)."""
+    strings = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    package = [s for s in strings if s.startswith("bertbook") and "@ git+" in s]
+    assert len(package) == 1, strings
+    assert "--no-deps" in strings, strings
+    return package[0], [s for s in strings if re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.-]+", s)]
+
+
+def preinstall_torch(site_packages: Path) -> None:
+    """Colab comes with torch and what torch needs: link those distributions of this environment
+    (and only those) into the new one, so pip sees them installed and does not fetch several GB."""
+    from importlib import metadata
+
+    todo, done = ["torch"], set()
+    while todo:
+        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in done:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional or platform-specific requirement not installed here
+        done.add(name)
+        todo += [r for r in dist.requires or [] if "extra ==" not in r]
+        for top in {Path(f).parts[0] for f in dist.files or []}:
+            source, target = Path(dist.locate_file(top)), site_packages / top
+            if source.exists() and not target.exists() and top not in ("..", "bin"):
+                target.symlink_to(source)
+
+
+def test_chapter_imports_are_found():
+    imports = chapter_imports()
+    assert {"bertbook", "torch", "matplotlib.pyplot", "bertviz", "transformers"} <= set(imports), imports
+
+
+@pytest.mark.skipif(os.environ.get("BERTBOOK_SKIP_ENV_TESTS") == "1", reason="BERTBOOK_SKIP_ENV_TESTS=1")
+def test_an_environment_from_the_colab_cell_imports_every_chapter_module(tmp_path):
+    # What Colab brings: Python and torch (here: this environment's torch, linked in). What the cell
+    # brings: everything else, with the package from this checkout instead of the git URL, and its
+    # extras exactly as the cell names them.
+    first = colab_cell.colab_cell(json.loads(colab_cell.chapters()[0].read_text()))  # all alike: see above
+    package, data = colab_installs("".join(first["source"]))
+    requirement = package.split("@", 1)[0].strip()  # "bertbook[book]"
+    extras = requirement[len("bertbook"):]
+    env = tmp_path / "colab"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = str(env / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    preinstall_torch(Path(site))
+
+    def run(args, timeout=900):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+    run([python, "-c", "import torch"])
+    run(pip + [f"{ROOT}{extras}"])
+    run(pip + ["--no-deps"] + data)
+    modules = chapter_imports()
+    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\nprint('ok', len(%r))" % (modules, modules)
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ""})
+    assert done.returncode == 0, f"a chapter's import fails in the Colab environment:\n{done.stderr[-3000:]}"
+    # The data the chapters read comes from the --no-deps packages: the package finds it.
+    check = ("from bertbook.data import load_rotten_tomatoes, load_wiki_corpus\n"
+             "from bertbook.pretrained import minilm_dir\n"
+             "assert len(load_rotten_tomatoes()['train']) > 1000\n"
+             "assert len(load_wiki_corpus()['train']) > 10\n"
+             "assert minilm_dir() is not None\n")
+    done = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": "", "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
