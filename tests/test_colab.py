@@ -113,7 +113,7 @@ def test_an_environment_from_the_colab_cell_imports_every_chapter_module(tmp_pat
                           capture_output=True, text=True, check=True).stdout.strip()
     preinstall_torch(Path(site))
 
-    def run(args, timeout=900):
+    def run(args, timeout=1800):  # resolving and installing ~80 distributions: minutes
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
