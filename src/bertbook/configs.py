@@ -83,7 +83,7 @@ class DistillSettings:
 
     layers: Optional[Tuple[int, ...]] = (0, 2, 4)  # None: every other teacher layer, evenly spread
     batch_size: int = 32
-    steps: int = 200
+    steps: int = 300
     lr: float = 2e-4
     warmup: float = 0.05
     temperature: float = 2.0
