@@ -2,6 +2,9 @@
 
 Every command loads what the cache holds and trains the rest, so `report` after `pretrain` only
 trains the missing models. `--scale` defaults to gpu when CUDA is present, else cpu.
+
+Under `torchrun --nproc_per_node=N -m bertbook ...` the training commands run as N data-parallel
+processes (`bertbook.distributed`); rank 0 alone prints and writes the cache.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 from typing import List, Optional
 
 from .configs import SCALES, default_scale, get_config
+from . import distributed as dist
 from . import pipeline
 
 
@@ -24,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--retrain", action="store_true", help="ignore the cache for this command's models")
     common.add_argument("--quiet", action="store_true", help="no progress bars, no notes on stderr")
     common.add_argument("--compile", action="store_true", help="torch.compile the models being trained")
+    common.add_argument("--grad-accum", type=_positive_int, default=1, metavar="N",
+                        help="micro-batches per optimiser step (the global batch stays the settings' batch_size)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pretrain", parents=[common], help="pretrain BERT from scratch (MLM + NSP)")
     sub.add_parser("distill", parents=[common],
@@ -40,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _mlm_line(name: str, info: dict) -> str:
     nsp = f", NSP {info['heldout_nsp_accuracy']:.4f}" if "heldout_nsp_accuracy" in info else ""
     return (f"{name:24s} held-out [MASK] accuracy {info['heldout_mask_accuracy']:.4f} (unigram "
@@ -48,21 +61,32 @@ def _mlm_line(name: str, info: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = get_config(args.scale or default_scale(), compile=args.compile)
+    distributed = dist.init()  # under torchrun: join the process group; else nothing
+    try:
+        return _run(args)
+    finally:
+        if distributed:
+            dist.shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = get_config(args.scale or default_scale(), compile=args.compile, grad_accum=args.grad_accum)
     kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
+    # Under torchrun every rank runs the same commands; rank 0 alone prints.
+    out = print if dist.is_main() else (lambda *a, **k: None)
     # --quiet: no progress bars and no notes on stderr; the results on stdout are always printed.
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    log = (lambda *a: None) if args.quiet else (lambda *a: out(*a, file=sys.stderr))
     if args.command == "pretrain":
         _, info = pipeline.pretrained_teacher(cfg, retrain=args.retrain, **kw)
-        print(_mlm_line("BERT from scratch", info))
+        out(_mlm_line("BERT from scratch", info))
     elif args.command == "distill":
         _, info = pipeline.mlm_teacher(cfg, retrain=args.retrain, **kw)
-        print(_mlm_line("MLM teacher", info))
+        out(_mlm_line("MLM teacher", info))
         _, info = pipeline.copied_student(cfg, **kw)
-        print(_mlm_line(f"copy of layers {info['layers']}", info))
+        out(_mlm_line(f"copy of layers {info['layers']}", info))
         for mlm_only in (False, True):
             _, info = pipeline.distilled_student(cfg, mlm_only=mlm_only, retrain=args.retrain, **kw)
-            print(_mlm_line("student, MLM alone" if mlm_only else "student, triple loss", info))
+            out(_mlm_line("student, MLM alone" if mlm_only else "student, triple loss", info))
     elif args.command == "finetune":
         for name in ("teacher", "student", "student-no-kd", "student-transfer", "student-pseudo", "random-init"):
             if name == "teacher":
@@ -74,20 +98,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                     retrain=args.retrain, **kw)
             else:
                 _, info = pipeline.finetuned_student(cfg, kd=name == "student", retrain=args.retrain, **kw)
-            print(f"{name:16s} test accuracy {info['test_accuracy']:.4f}{' [cached]' if info['cached'] else ''}")
+            out(f"{name:16s} test accuracy {info['test_accuracy']:.4f}{' [cached]' if info['cached'] else ''}")
     elif args.command == "report":
         if args.retrain:
             raise SystemExit("report reads the cache; use --retrain with pretrain/distill/finetune")
         res = pipeline.report(cfg, **kw)
         if args.json:
-            print(json.dumps(res))
+            out(json.dumps(res))
         else:
             for k, v in res.items():
-                print(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
+                out(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
     elif args.command == "export":
-        out = pipeline.export(args.model, args.out, cfg, **kw)
+        path = pipeline.export(args.model, args.out, cfg, **kw)
         task = "fill-mask" if args.model in pipeline.MLM_MODELS else "text-classification"
-        log(f"wrote {out}: transformers.pipeline({task!r}, model={out!r})")
+        log(f"wrote {path}: transformers.pipeline({task!r}, model={path!r})")
     return 0
 
 

@@ -129,6 +129,9 @@ class ScaleConfig:
     distill: DistillSettings = field(default_factory=DistillSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     compile: bool = False  # torch.compile the models being trained (GPU)
+    # Micro-batches per optimiser step. Every stage's `batch_size` is the global batch, whatever
+    # the gradient accumulation and the number of processes (torchrun), so neither is in a cache key.
+    grad_accum: int = 1
     latency_batch: Tuple[int, int] = (32, 64)  # (batch, sequence length) for the CPU latency
 
     def to_dict(self) -> Dict[str, Any]:

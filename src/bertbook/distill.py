@@ -18,6 +18,7 @@ from torch import Tensor
 from .bert import BertForPreTraining
 from .distilbert import DistilBertForMaskedLM
 from .masking import IGNORE_INDEX
+from . import distributed as dist
 from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
 
 History = Dict[str, List[float]]
@@ -131,6 +132,7 @@ def distill(
     compile: bool = False,
     seed: int = 0,
     progress: bool = True,
+    grad_accum: int = 1,
 ) -> History:
     """Train `student` to imitate the frozen `teacher` with `triple_loss` on pretraining batches
     (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
@@ -138,7 +140,8 @@ def distill(
     command). With α_ce = α_cos = 0 the student trains on MLM alone and the teacher is not run
     (`ce` and `cos` are logged as 0). The teacher is moved to the device and left in eval mode,
     its parameters untouched (no gradient flows into it). Returns the history: `step`, `loss`,
-    `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and `seconds`."""
+    `ce`, `mlm`, `cos`, `mlm_accuracy`, `lr`, and `seconds`. `grad_accum` and `torchrun`: as in
+    `bertbook.pretrain.pretrain` (each rank runs the teacher on its own rows)."""
     if not isinstance(teacher, BertForPreTraining):
         raise TypeError(f"teacher must be a BertForPreTraining, got {type(teacher).__name__}")
     if not isinstance(student, DistilBertForMaskedLM):
@@ -147,42 +150,70 @@ def distill(
     check_temperature(temperature)
     check_alphas(alpha_ce=alpha_ce, alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
     teacher_needed = alpha_ce > 0 or alpha_cos > 0
-    seed_everything(seed)
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
     opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     # Frozen by running it under no_grad, not by requires_grad_(False): the caller's teacher keeps its flags.
     teacher.to(opt.device).eval()
     student.to(opt.device).train()
-    run = maybe_compile(student, compile)
+    run = dist.wrap(maybe_compile(student, compile), opt.device)
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
     window: Dict[str, float] = Counter()
+    sums = ("loss", "ce", "mlm", "cos", "correct", "masked")
+    world = dist.world_size()
     t0 = time.perf_counter()
     batches = cycle(train_batches)
     from tqdm.auto import tqdm
-    for step in tqdm(range(1, steps + 1), desc="distill", disable=not progress, leave=False):
-        batch = to_device(next(batches), opt.device)
-        labels, mask = batch["labels"], batch["attention_mask"]
-        with opt.autocast():
-            s = run(batch["input_ids"], mask, labels=labels)
-            if teacher_needed:
-                with torch.no_grad():
-                    t = teacher(batch["input_ids"], mask, batch.get("token_type_ids"), labels=labels)
-                parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state,
-                                    t.last_hidden_state, mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
-            else:  # MLM alone (the control): the teacher's forward pass would be thrown away
-                zero = s.mlm_loss.new_zeros(())
-                parts = {"loss": alpha_mlm * s.mlm_loss, "ce": zero, "mlm": s.mlm_loss, "cos": zero}
-        opt.step(parts["loss"])
-        with torch.no_grad():
-            for k in ("loss", "ce", "mlm", "cos"):
-                window[k] += float(parts[k])
-            window["correct"] += (s.logits.argmax(-1) == labels[labels != IGNORE_INDEX]).sum().item()
-            window["masked"] += int((labels != IGNORE_INDEX).sum())
-            window["n"] += 1
+    for step in tqdm(range(1, steps + 1), desc="distill", disable=not (progress and dist.is_main()), leave=False):
+        batch = next(batches)
+        # The global batch's counts: each micro-batch's mean losses are weighted by its share
+        # (0-d tensors, 1.0 when one process takes the whole batch: the loss is then bit for bit
+        # `triple_loss`'s own).
+        n_labelled = (batch["labels"] != IGNORE_INDEX).sum()
+        n_tokens = batch["attention_mask"].sum()
+        micros = dist.micro_batches(batch, grad_accum)
+        for a, micro in enumerate(micros):
+            micro = to_device(micro, opt.device)
+            labels, mask = micro["labels"], micro["attention_mask"]
+            selected = labels != IGNORE_INDEX
+            w_lab = dist.share(selected.sum().cpu(), n_labelled).to(opt.device)
+            w_tok = dist.share(mask.sum().cpu(), n_tokens).to(opt.device)
+            with dist.no_sync(run, a < len(micros) - 1):
+                with opt.autocast():
+                    s = run(micro["input_ids"], mask, labels=labels)
+                    if teacher_needed:
+                        with torch.no_grad():
+                            t = teacher(micro["input_ids"], mask, micro.get("token_type_ids"), labels=labels)
+                        parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state,
+                                            t.last_hidden_state, mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
+                    else:  # MLM alone (the control): the teacher's forward pass would be thrown away
+                        zero = s.mlm_loss.new_zeros(())
+                        parts = {"ce": zero, "mlm": s.mlm_loss, "cos": zero}
+                    if not bool(selected.any()):  # no masked position here: add 0, through the graph
+                        parts = {**parts, "ce": s.logits.sum() * 0.0, "mlm": s.logits.sum() * 0.0}
+                    # triple_loss's sum, each part weighted by this micro-batch's share of the global batch
+                    if teacher_needed:
+                        loss = (alpha_ce * parts["ce"] * w_lab + alpha_mlm * parts["mlm"] * w_lab
+                                + alpha_cos * parts["cos"] * w_tok)
+                    else:
+                        loss = alpha_mlm * parts["mlm"] * w_lab
+                opt.backward(loss)
+            with torch.no_grad():
+                window["loss"] += float(loss) / world
+                window["ce"] += float(parts["ce"] * w_lab) / world
+                window["mlm"] += float(parts["mlm"] * w_lab) / world
+                window["cos"] += float(parts["cos"] * w_tok) / world
+                window["correct"] += (s.logits.argmax(-1) == labels[selected]).sum().item()
+                window["masked"] += int(selected.sum())
+        opt.update()
+        window["n"] += 1
         if step % log_every == 0 or step == steps:
+            total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
             hist["step"].append(step)
             for k in ("loss", "ce", "mlm", "cos"):
-                hist[k].append(window[k] / window["n"])
-            hist["mlm_accuracy"].append(window["correct"] / max(window["masked"], 1))
+                hist[k].append(total[k] / window["n"])
+            hist["mlm_accuracy"].append(total["correct"] / max(total["masked"], 1))
             hist["lr"].append(opt.lr)
             window = Counter()
     hist["seconds"] = [time.perf_counter() - t0]

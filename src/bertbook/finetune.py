@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .bert import BertForSequenceClassification, BertModel
 from .distill import check_temperature, classification_kd_loss, soft_target_loss
+from . import distributed as dist
 from .training import Optimizer, seed_everything, to_device
 
 Batch = Dict[str, Tensor]
@@ -183,6 +184,7 @@ def finetune(
     transfer_batches: Sequence[Batch] = (),
     transfer_logits: Optional[Tensor] = None,
     pseudo_labels: bool = False,
+    grad_accum: int = 1,
 ) -> History:
     """Fine-tune a sequence classifier on `train_batches` (from `make_batches`, with labels) for
     `epochs` passes, batch order reshuffled each epoch.
@@ -199,7 +201,8 @@ def finetune(
     the labelled batches in the same order as before they existed.
 
     Returns the history: `step`, `loss` (all batches), `accuracy` (running, on the labelled
-    batches; NaN for a logging window without one), `lr`, and `seconds`.
+    batches; NaN for a logging window without one), `lr`, and `seconds`. `grad_accum` and
+    `torchrun`: as in `bertbook.pretrain.pretrain` (each rank takes its rows of every batch).
     """
     if len(train_batches) == 0:
         raise ValueError("finetune got an empty data set: no training batches")
@@ -216,7 +219,9 @@ def finetune(
     if transfer_batches and teacher is None and (teacher_logits is None or transfer_logits is None):
         raise ValueError("transfer batches need a teacher (or teacher_logits and transfer_logits): "
                          "without labels the teacher's are all they have")
-    seed_everything(seed)
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    seed_everything(seed + dist.rank())  # dropout differs per rank; the batch order has its own generator
     n_labelled, n_transfer = len(train_batches), len(transfer_batches)
     steps = epochs * (n_labelled + n_transfer)
     opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
@@ -233,34 +238,46 @@ def finetune(
         _check_logits(transfer_logits, transfer_batches, model.config.num_labels, "transfer_logits")
         transfer_logits = transfer_logits.to(opt.device)
     model.to(opt.device).train()
+    run = dist.wrap(model, opt.device)
+    world = dist.world_size()
     g = torch.Generator().manual_seed(seed)
     hist: History = {k: [] for k in ("step", "loss", "accuracy", "lr")}
     window: Dict[str, float] = Counter()
+    sums = ("loss", "correct", "seen")
     step, t0 = 0, time.perf_counter()
     from tqdm.auto import tqdm
-    with tqdm(total=steps, desc="finetune", disable=not progress, leave=False) as bar:
+    with tqdm(total=steps, desc="finetune", disable=not (progress and dist.is_main()), leave=False) as bar:
         for _ in range(epochs):
             # One stream: positions < n_labelled are labelled batches, the rest transfer batches.
             for i in torch.randperm(n_labelled + n_transfer, generator=g).tolist():
                 if i < n_labelled:
-                    batch, rows = to_device(train_batches[i], opt.device), teacher_logits
+                    batch, rows = train_batches[i], teacher_logits
                 else:
-                    batch, rows = to_device(transfer_batches[i - n_labelled], opt.device), transfer_logits
-                with opt.autocast():
-                    logits = _forward(model, batch).logits
-                    loss = batch_loss(logits, batch, None if rows is None else rows[batch["index"]],
-                                      alpha, temperature, pseudo_labels)
-                opt.step(loss)
+                    batch, rows = transfer_batches[i - n_labelled], transfer_logits
+                n_rows = torch.tensor(batch["input_ids"].shape[0])
+                micros = dist.micro_batches(batch, grad_accum)
+                for a, micro in enumerate(micros):
+                    micro = to_device(micro, opt.device)
+                    # this micro-batch's share of the batch (1.0 for one process: the loss unchanged)
+                    w = dist.share(torch.tensor(micro["input_ids"].shape[0]), n_rows).to(opt.device)
+                    with dist.no_sync(run, a < len(micros) - 1):
+                        with opt.autocast():
+                            logits = _forward(run, micro).logits
+                            loss = batch_loss(logits, micro, None if rows is None else rows[micro["index"]],
+                                              alpha, temperature, pseudo_labels) * w
+                        opt.backward(loss)
+                    window["loss"] += loss.item() / world
+                    if "labels" in micro:
+                        window["correct"] += int((logits.argmax(-1) == micro["labels"]).sum())
+                        window["seen"] += micro["labels"].numel()
+                opt.update()
                 step += 1
-                window["loss"] += loss.item()
-                if "labels" in batch:
-                    window["correct"] += int((logits.argmax(-1) == batch["labels"]).sum())
-                    window["seen"] += batch["labels"].numel()
                 window["n"] += 1
                 if step % log_every == 0 or step == steps:
+                    total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
                     hist["step"].append(step)
-                    hist["loss"].append(window["loss"] / window["n"])
-                    hist["accuracy"].append(window["correct"] / window["seen"] if window["seen"] else float("nan"))
+                    hist["loss"].append(total["loss"] / window["n"])
+                    hist["accuracy"].append(total["correct"] / total["seen"] if total["seen"] else float("nan"))
                     hist["lr"].append(opt.lr)
                     window = Counter()
                 bar.update(1)

@@ -31,6 +31,7 @@ from torch import nn
 
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
+from . import distributed as dist
 from .configs import TRANSFER_FIELDS, FinetuneSettings, ScaleConfig, get_config
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, default_student_layers,
                          student_from_teacher)
@@ -88,6 +89,9 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
     `build()` it and save `tensors_of(output)` atomically, with the info."""
     path = checkpoint_path(stage, key, cache_dir)
     found = None if retrain else load_checkpoint(path)  # None if missing or corrupt (it warns, deletes)
+    # Under torchrun the ranks train together or not at all: load only if every rank has the file.
+    if not dist.all_ranks_agree(found is not None):
+        found = None
     if found is not None:
         tensors, info = found
         info["cached"] = True
@@ -95,7 +99,9 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
     t0 = time.perf_counter()
     out, info = build()
     info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
-    save_checkpoint(path, tensors_of(out, info), info)
+    if dist.is_main():  # under torchrun every rank trained the same model; one writes it
+        save_checkpoint(path, tensors_of(out, info), info)
+    dist.barrier()
     info["cached"] = False
     return out, info
 
@@ -198,7 +204,8 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
         corpus = load_wiki_corpus(p.corpus)
         if tokenizer == "wordpiece":
             from .tokenizer import get_pretraining_tokenizer
-            tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size, corpus=p.corpus)
+            with dist.main_first():  # under torchrun rank 0 trains and caches it, the others load it
+                tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size, corpus=p.corpus)
         else:
             tok = _minilm()[1]
         docs = corpus["train"]["sentences"]
@@ -261,8 +268,10 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
         hist = pretrain(model, data.loader(p.batch_size, p.seed), p.steps, lr=p.lr, warmup=p.warmup,
                         weight_decay=p.weight_decay, eval_batches=data.eval_batches,
                         eval_every=p.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
+                        grad_accum=cfg.grad_accum,
                         seed=p.seed, progress=progress)
-        return model, {**_pretraining_info(data.evaluate(model), data), "history": hist}
+        return model, {**_pretraining_info(data.evaluate(model), data),
+                         "history": hist, **dist.provenance(p.batch_size, cfg.grad_accum)}
 
     return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
 
@@ -286,8 +295,10 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
         hist = pretrain(model, data.loader(t.batch_size, t.seed), t.steps, lr=t.lr, warmup=t.warmup,
                         weight_decay=t.weight_decay, eval_batches=data.eval_batches,
                         eval_every=t.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
+                        grad_accum=cfg.grad_accum,
                         seed=t.seed, progress=progress)
-        return model, {**_pretraining_info(data.evaluate(model), data), "history": hist}
+        return model, {**_pretraining_info(data.evaluate(model), data),
+                         "history": hist, **dist.provenance(t.batch_size, cfg.grad_accum)}
 
     return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
                    cache_dir, retrain)
@@ -325,10 +336,11 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
         hist = distill(teacher, student, data.loader(d.batch_size, seed), d.steps, lr=d.lr,
                        warmup=d.warmup, temperature=d.temperature, alpha_ce=alpha_ce,
                        alpha_mlm=d.alpha_mlm, alpha_cos=alpha_cos, compile=cfg.compile,
+                        grad_accum=cfg.grad_accum,
                        seed=seed, progress=progress)
         return student, {**_pretraining_info(data.evaluate(student), data), "mlm_only": mlm_only,
                          "seed": seed, "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
-                         "history": hist}
+                         "history": hist, **dist.provenance(d.batch_size, cfg.grad_accum)}
 
     stage = "distill-mlm-only" if mlm_only else "distill"
     return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain)
@@ -462,8 +474,10 @@ def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrai
     def build():
         bert, _ = _minilm()
         model = classifier_from_pretrained(bert, len(data.label_names), f.pooling, seed=f.seed)
-        hist = finetune(model, data.train_batches, f.epochs, f.lr, f.warmup, seed=f.seed, progress=progress)
-        return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "history": hist}
+        hist = finetune(model, data.train_batches, f.epochs, f.lr, f.warmup, seed=f.seed, progress=progress,
+                        grad_accum=cfg.grad_accum)
+        return model, {"test_accuracy": evaluate_classifier(model, data.test_batches),
+                         "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     return _cached("teacher", _teacher_key(cfg, data), build, cache_dir, retrain)
 
@@ -486,9 +500,10 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
         student = student_from_teacher(teacher, f.student_layers)
         hist = finetune(student, data.train_batches, f.epochs, f.student_lr or f.lr, f.warmup,
                         teacher=teacher if kd else None, alpha=f.alpha, temperature=f.temperature,
-                        seed=seed, progress=progress)
+                        seed=seed, progress=progress, grad_accum=cfg.grad_accum)
         return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
-                         "kd": kd, "seed": seed, "history": hist}
+                         "kd": kd, "seed": seed,
+                         "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     key = cache_key("student", _student_settings(f), tinfo["key"], kd, seed)
     return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain)
@@ -543,11 +558,13 @@ def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_
         hist = finetune(student, data.train_batches, f.epochs, f.student_lr or f.lr, f.warmup,
                         teacher_logits=logits["labelled"], alpha=f.alpha, temperature=f.temperature,
                         seed=seed, progress=progress, transfer_batches=transfer.batches,
-                        transfer_logits=logits["transfer"], pseudo_labels=pseudo_labels)
+                        transfer_logits=logits["transfer"], pseudo_labels=pseudo_labels,
+                        grad_accum=cfg.grad_accum)
         return student, {"test_accuracy": evaluate_classifier(student, data.test_batches),
                          "validation_accuracy": evaluate_classifier(student, data.validation_batches),
                          "transfer_examples": len(transfer.texts), "pseudo_labels": pseudo_labels,
-                         "seed": seed, "teacher_logits_key": logits_key, "history": hist}
+                         "seed": seed, "teacher_logits_key": logits_key,
+                         "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
     key = cache_key("student-transfer", settings, logits_key, pseudo_labels, seed)
@@ -571,9 +588,9 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
                          num_labels=len(data.label_names), classifier_pooling=f.pooling)  # validated
         model = DistilBertForSequenceClassification(config)
         hist = finetune(model, data.train_batches, f.epochs, f.random_init_lr, f.warmup, seed=seed,
-                        progress=progress)
+                        progress=progress, grad_accum=cfg.grad_accum)
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "seed": seed,
-                       "history": hist}
+                       "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     key = cache_key("random-init", _student_settings(f), data.fingerprint, seed)
     return _cached("random-init", key, build, cache_dir, retrain)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import distributed as dist
 from .bert import BertForPreTraining
 from .masking import IGNORE_INDEX
 from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
@@ -52,6 +53,7 @@ def pretrain(
     compile: bool = False,
     seed: int = 0,
     progress: bool = True,
+    grad_accum: int = 1,
 ) -> History:
     """Train `model` for `steps` optimiser steps on `train_batches` (cycled; a DataLoader re-masks
     each pass). Returns the history: every `log_every` steps the mean train `loss`, `mlm_loss`,
@@ -59,56 +61,87 @@ def pretrain(
     steps (and at the end) the held-out `eval_*` metrics of `evaluate_pretraining` (with
     `mask_token_id`, those at `[MASK]`, random and unchanged positions too); plus
     `tokens_per_second` and `seconds` (one value each). Tokens counted are non-padding tokens.
+
+    Each batch of `train_batches` is one optimiser step's global batch. `grad_accum` > 1 cuts it
+    into that many micro-batches whose gradients add up before the step (less memory, the same
+    update). Under `torchrun` (see `bertbook.distributed`) each process trains on its rows of every
+    global batch, as DDP; the metrics are those of the global batch, and only rank 0 evaluates.
     """
     if not isinstance(model, BertForPreTraining):
         raise TypeError(f"pretrain expects a BertForPreTraining, got {type(model).__name__}")
-    seed_everything(seed)
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
     opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     model.to(opt.device).train()
-    run = maybe_compile(model, compile)
+    run = dist.wrap(maybe_compile(model, compile), opt.device)
     hist: History = {k: [] for k in ("step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy",
                                      "nsp_accuracy", "lr", "eval_step")}
     window: Dict[str, float] = Counter()
+    sums = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_n", "nsp_correct", "nsp_n")
     tokens, t0 = 0, time.perf_counter()
     batches = cycle(train_batches)
-    with _progress(steps, "pretrain", progress) as bar:
+    world = dist.world_size()
+    with _progress(steps, "pretrain", progress and dist.is_main()) as bar:
         for step in range(1, steps + 1):
             batch = next(batches)
             _check_pretraining_batch(batch)
-            batch = to_device(batch, opt.device)
-            with opt.autocast():
-                out = run(**batch)
-            opt.step(out.loss)
-            with torch.no_grad():  # running metrics, read off tensors we already have
-                labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
-                window["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
-                window["mlm_n"] += labels.numel()
-                if out.nsp_loss is not None:
-                    nsl = batch["next_sentence_label"]
-                    window["nsp_correct"] += (out.seq_relationship_logits.argmax(-1) == nsl).sum().item()
-                    window["nsp_n"] += nsl.numel()
-                    window["nsp_loss"] += out.nsp_loss.item()
-                window["loss"] += out.loss.item()
-                window["mlm_loss"] += out.mlm_loss.item()
-                window["n"] += 1
-            tokens += int(batch["attention_mask"].sum())
+            # The global batch's counts: each micro-batch's mean losses are weighted by its share.
+            n_labelled = (batch["labels"] != IGNORE_INDEX).sum()
+            n_pairs = torch.tensor(batch["labels"].shape[0])
+            micros = dist.micro_batches(batch, grad_accum)
+            for a, micro in enumerate(micros):
+                micro = to_device(micro, opt.device)
+                labels = micro["labels"][micro["labels"] != IGNORE_INDEX]
+                with dist.no_sync(run, a < len(micros) - 1):
+                    with opt.autocast():
+                        out = run(**micro)
+                        # (0-d tensors: 1.0 when one process takes the whole batch, so the loss is
+                        # bit for bit the model's own `out.loss`.)
+                        w_mlm = dist.share(torch.tensor(labels.numel()), n_labelled).to(opt.device)
+                        # A micro-batch without a masked position adds 0, through the graph (DDP
+                        # needs every parameter in it).
+                        mlm = out.mlm_loss * w_mlm if labels.numel() else out.logits.sum() * 0.0
+                        loss = mlm
+                        if out.nsp_loss is not None:
+                            w_nsp = dist.share(torch.tensor(micro["labels"].shape[0]), n_pairs).to(opt.device)
+                            nsp = out.nsp_loss * w_nsp
+                            loss = mlm + nsp
+                    opt.backward(loss)
+                with torch.no_grad():  # running metrics, read off tensors we already have
+                    window["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
+                    window["mlm_n"] += labels.numel()
+                    if out.nsp_loss is not None:
+                        nsl = micro["next_sentence_label"]
+                        window["nsp_correct"] += (out.seq_relationship_logits.argmax(-1) == nsl).sum().item()
+                        window["nsp_n"] += nsl.numel()
+                        window["nsp_loss"] += nsp.item() / world
+                    window["loss"] += loss.item() / world
+                    window["mlm_loss"] += mlm.item() / world
+                tokens += int(micro["attention_mask"].sum())
+            opt.update()
+            window["n"] += 1
             if step % log_every == 0 or step == steps:
                 n = window["n"]
+                total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
                 hist["step"].append(step)
-                hist["loss"].append(window["loss"] / n)
-                hist["mlm_loss"].append(window["mlm_loss"] / n)
-                hist["nsp_loss"].append(window["nsp_loss"] / n)
-                hist["mlm_accuracy"].append(window["mlm_correct"] / max(window["mlm_n"], 1))
-                hist["nsp_accuracy"].append(window["nsp_correct"] / max(window["nsp_n"], 1))
+                hist["loss"].append(total["loss"] / n)
+                hist["mlm_loss"].append(total["mlm_loss"] / n)
+                hist["nsp_loss"].append(total["nsp_loss"] / n)
+                hist["mlm_accuracy"].append(total["mlm_correct"] / max(total["mlm_n"], 1))
+                hist["nsp_accuracy"].append(total["nsp_correct"] / max(total["nsp_n"], 1))
                 hist["lr"].append(opt.lr)
                 bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", mlm_acc=f"{hist['mlm_accuracy'][-1]:.3f}")
                 window = Counter()
             if eval_batches is not None and ((eval_every and step % eval_every == 0) or step == steps):
-                for k, v in evaluate_pretraining(model, eval_batches, opt.device, mask_token_id).items():
-                    hist.setdefault(f"eval_{k}", []).append(v)
-                hist["eval_step"].append(step)
-                model.train()
+                if dist.is_main():  # the bare model: DDP's forward would wait for the other ranks
+                    for k, v in evaluate_pretraining(model, eval_batches, opt.device, mask_token_id).items():
+                        hist.setdefault(f"eval_{k}", []).append(v)
+                    hist["eval_step"].append(step)
+                    model.train()
+                dist.barrier()
             bar.update(1)
+    (tokens,) = dist.all_reduce_sum([tokens])
     seconds = time.perf_counter() - t0
     hist["seconds"] = [seconds]
     hist["tokens_per_second"] = [tokens / seconds]

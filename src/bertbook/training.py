@@ -55,7 +55,8 @@ def param_groups(model: nn.Module, weight_decay: float):
 class Optimizer:
     """AdamW + `get_linear_schedule_with_warmup` + clipping + (bf16 | fp16 + GradScaler) autocast.
 
-    Use `with opt.autocast(): loss = ...` then `opt.step(loss)`.
+    Use `with opt.autocast(): loss = ...` then `opt.step(loss)`; with gradient accumulation,
+    `opt.backward(loss)` for each micro-batch, then `opt.update()`.
     """
 
     def __init__(self, model: nn.Module, steps: int, lr: float, warmup: float = 0.1,
@@ -83,9 +84,17 @@ class Optimizer:
 
     def step(self, loss: Tensor) -> float:
         """Backward, unscale, clip, step, schedule; returns the gradient norm before clipping."""
+        self.backward(loss)
+        return self.update()
+
+    def backward(self, loss: Tensor) -> None:
+        """Accumulate the gradients of `loss` (one micro-batch of a gradient accumulation)."""
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss is {loss.item()}: lower the learning rate or check the data")
         self.scaler.scale(loss).backward()
+
+    def update(self) -> float:
+        """Unscale, clip, step, schedule, zero the gradients; returns the norm before clipping."""
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.max_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
