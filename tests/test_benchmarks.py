@@ -149,3 +149,13 @@ def test_pretrain_settings_rows_same_tokens(tmp_path, monkeypatch):
     assert res["rows"][1]["pre_norm"] and res["rows"][1]["max_seq_len"] == 2 * base.max_seq_len
     for r in res["rows"]:
         assert 0 <= r["heldout_mask_accuracy"] <= 1 and 0 <= r["unigram_mask_accuracy"] <= 1
+
+
+def test_ddp_throughput_runs_1_and_2_processes(tmp_path, monkeypatch):
+    import ddp_throughput
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = ddp_throughput.main(["--scales", "tiny", "--steps", "2", "--json"])
+    assert [r["processes"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["tokens_per_second"] > 0 and r["global_batch"] == 8 and r["steps"] == 2
+        assert abs(r["tokens_per_second_per_process"] * r["processes"] - r["tokens_per_second"]) < 1e-6
