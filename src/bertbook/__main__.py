@@ -70,6 +70,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("report", "export") and dist.world_size() > 1:
+        # report times the models (every rank at once would measure contention) and export writes
+        # files (every rank at once would race): both belong to one process, after training.
+        raise SystemExit(f"'{args.command}' runs in one process: train under torchrun with pretrain / distill "
+                         f"/ finetune, then run 'python -m bertbook {args.command} ...'")
     cfg = get_config(args.scale or default_scale(), compile=args.compile, grad_accum=args.grad_accum)
     kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
     # Under torchrun every rank runs the same commands; rank 0 alone prints.
