@@ -1,4 +1,4 @@
-"""Command line: `python -m bertbook {pretrain,distill,finetune,report,export}`.
+"""Command line: `python -m bertbook {pretrain,distill,finetune,report,export,compress}`.
 
 Every command loads what the cache holds and trains the rest, so `report` after `pretrain` only
 trains the missing models. `--scale` defaults to gpu when CUDA is present, else cpu.
@@ -40,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "transfer set (soft labels) and its pseudo-label control; the random-init control")
     rep = sub.add_parser("report", parents=[common], help="run or load the whole chain and print the results")
     rep.add_argument("--json", action="store_true", help="print one JSON object")
-    exp = sub.add_parser("export", parents=[common], help="write a model in Hugging Face format")
+    exp = sub.add_parser("export", parents=[common], help="write a model in Hugging Face format (or ONNX)")
     exp.add_argument("--model", required=True, choices=pipeline.MODEL_NAMES)
     exp.add_argument("--out", required=True, help="output directory")
+    exp.add_argument("--format", choices=("hf", "onnx"), default="hf",
+                     help="hf: transformers' format; onnx: model.onnx and model-int8.onnx (classifiers; needs [deploy])")
+    com = sub.add_parser("compress", parents=[common],
+                         help="the chapter 7 teacher and student as fp32 / int8 / ONNX / ONNX int8: accuracy, MB, "
+                              "CPU latency (needs [deploy])")
+    com.add_argument("--json", action="store_true", help="print one JSON object")
+    com.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
     return parser
 
 
@@ -70,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command in ("report", "export") and dist.world_size() > 1:
+    if args.command in ("report", "export", "compress") and dist.world_size() > 1:
         # report times the models (every rank at once would measure contention) and export writes
         # files (every rank at once would race): both belong to one process, after training.
         raise SystemExit(f"'{args.command}' runs in one process: train under torchrun with pretrain / distill "
@@ -113,10 +120,26 @@ def _run(args: argparse.Namespace) -> int:
         else:
             for k, v in res.items():
                 out(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
+    elif args.command == "export" and args.format == "onnx":
+        from . import deploy
+        paths = deploy.export_onnx_model(args.model, args.out, cfg, **kw)
+        log(f"wrote {paths['onnx']} and {paths['onnx-int8']}: bertbook.deploy.OnnxClassifier(path)")
     elif args.command == "export":
         path = pipeline.export(args.model, args.out, cfg, **kw)
         task = "fill-mask" if args.model in pipeline.MLM_MODELS else "text-classification"
         log(f"wrote {path}: transformers.pipeline({task!r}, model={path!r})")
+    elif args.command == "compress":
+        from . import deploy
+        res = deploy.compress(cfg, min_run_time=args.min_run_time, **kw)
+        if args.json:
+            out(json.dumps(res))
+        else:
+            shape = "ms, {} x {}".format(*res["batch_shape"])
+            out(f"{'model':8s} {'format':10s} {'accuracy':>8s} {'MB':>7s} {'ms, batch 1':>11s} {shape:>11s}"
+                f"   ({res['threads']} threads)")
+            for r in res["rows"]:
+                out(f"{r['model']:8s} {r['format']:10s} {r['accuracy']:8.4f} {r['mb']:7.1f} {r['ms_batch1']:11.1f} "
+                    f"{r['ms_batch32']:11.1f}")
     return 0
 
 

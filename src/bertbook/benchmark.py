@@ -1,0 +1,109 @@
+"""One benchmark harness for classifiers (issue 13): accuracy, size on disk and CPU latency.
+
+Latency is timed with `torch.utils.benchmark.Timer.blocked_autorange` (it picks the number of runs,
+reports the median and the interquartile range), after one untimed warm-up call, with the thread
+count stated. Two shapes: batch 1 over real reviews one at a time (their own lengths, no padding),
+and one padded batch of 32 × 64 tokens.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+Batch = Mapping[str, Tensor]
+Predict = Callable[[Batch], Tensor]  # a batch dict -> logits (B, C)
+
+
+def torch_predict(model: nn.Module) -> Predict:
+    """Our classifier (float or int8) as a batch -> logits function, in eval mode, without autograd."""
+    model.eval()
+
+    def predict(batch: Batch) -> Tensor:
+        with torch.inference_mode():
+            return model(batch["input_ids"], batch["attention_mask"]).logits
+
+    return predict
+
+
+def size_mb(model_or_path: Union[nn.Module, str]) -> float:
+    """Megabytes (10^6 bytes) on disk: of a file (an ONNX model), or of a model's state dict saved
+    with `torch.save` (which also stores int8 packed weights, unlike safetensors)."""
+    if isinstance(model_or_path, str):
+        if not os.path.exists(model_or_path):
+            raise FileNotFoundError(f"no file at {model_or_path!r}")
+        return os.path.getsize(model_or_path) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "weights.pt")
+        torch.save(model_or_path.state_dict(), path)
+        return os.path.getsize(path) / 1e6
+
+
+def accuracy(predict: Predict, batches: Sequence[Batch]) -> float:
+    """Share of the examples of labelled `batches` whose argmax logit is the label."""
+    right = total = 0
+    for b in batches:
+        right += int((predict(b).argmax(-1) == b["labels"]).sum())
+        total += b["labels"].numel()
+    if total == 0:
+        raise ValueError("accuracy over an empty set of batches")
+    return right / total
+
+
+def latency(predict: Predict, batches: Sequence[Batch], threads: Optional[int] = None,
+            min_run_time: float = 1.0) -> Dict[str, float]:
+    """Milliseconds per batch: `predict` over `batches` (in turn) is timed as one statement, and
+    the time divided by the number of batches. Returns `median_ms`, `iqr_ms` (over the timed
+    blocks), `runs` (statements timed) and `threads`."""
+    from torch.utils import benchmark
+
+    if not batches:
+        raise ValueError("latency needs at least one batch")
+    threads = threads or torch.get_num_threads()
+
+    def run_all() -> None:
+        for b in batches:
+            predict(b)
+
+    run_all()  # warm-up, not timed (first-call allocations, ONNX Runtime's lazy initialisation)
+    timer = benchmark.Timer(stmt="run_all()", globals={"run_all": run_all}, num_threads=threads)
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    n = len(batches)
+    return {"median_ms": 1e3 * m.median / n, "iqr_ms": 1e3 * m.iqr / n, "runs": len(m.times), "threads": threads}
+
+
+def single_reviews(batches: Sequence[Batch], n: int = 64) -> List[Batch]:
+    """The first `n` examples of `batches` as batches of one, cut to their real length (batch 1 at
+    real review lengths)."""
+    out = []
+    for b in batches:
+        for i in range(b["input_ids"].shape[0]):
+            length = int(b["attention_mask"][i].sum())
+            out.append({"input_ids": b["input_ids"][i:i + 1, :length],
+                        "attention_mask": b["attention_mask"][i:i + 1, :length]})
+            if len(out) == n:
+                return out
+    return out
+
+
+def fixed_batch(vocab_size: int, batch_size: int = 32, seq_len: int = 64, seed: int = 0) -> Batch:
+    """A (batch_size, seq_len) batch of random ordinary ids, no padding: the shape of the 32 × 64 row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def measure(predict: Predict, size: float, test_batches: Sequence[Batch], vocab_size: int,
+            threads: Optional[int] = None, min_run_time: float = 1.0, shape: Tuple[int, int] = (32, 64),
+            **row: Any) -> Dict[str, Any]:
+    """One row of the table: `row`'s labels (e.g. model=..., format=...) plus `accuracy` on
+    `test_batches`, `mb`, and the latencies at batch 1 (real reviews) and at `shape` (32 × 64:
+    `ms_batch32`, whatever the shape, so that rows of every scale have the same keys)."""
+    b1 = latency(predict, single_reviews(test_batches), threads, min_run_time)
+    b32 = latency(predict, [fixed_batch(vocab_size, *shape)], threads, min_run_time)
+    return {**row, "accuracy": accuracy(predict, test_batches), "mb": size,
+            "ms_batch1": b1["median_ms"], "ms_batch1_iqr": b1["iqr_ms"],
+            "ms_batch32": b32["median_ms"], "ms_batch32_iqr": b32["iqr_ms"]}

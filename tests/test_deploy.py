@@ -1,0 +1,117 @@
+"""Deployment groundwork (issue 13): int8 quantisation, ONNX export and ONNX Runtime, the benchmark harness."""
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+import torch
+
+from bertbook import benchmark, deploy
+from bertbook.bert import BertConfig, BertForPreTraining, BertForSequenceClassification
+from bertbook.distilbert import student_from_teacher
+from bertbook.hf import save_pretrained
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    teacher = BertForSequenceClassification(config).eval()
+    return {"teacher": teacher, "student": student_from_teacher(teacher, [0]).eval()}
+
+
+def reviews(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (n, 13), generator=g)
+    mask = torch.ones_like(ids)
+    mask[::2, 9:] = 0  # every other review padded
+    return {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask,
+            "labels": torch.randint(0, 2, (n,), generator=g)}
+
+
+@pytest.mark.parametrize("name", ["teacher", "student"])
+def test_onnx_matches_ours_at_other_shapes(models, tmp_path, name):
+    model = models[name]
+    path = deploy.export_onnx(model, str(tmp_path / f"{name}.onnx"))
+    session = deploy.OnnxClassifier(path)
+    for batch in (reviews(), {k: v[:1, :5] for k, v in reviews(seed=1).items() if k != "labels"}):  # batch and length are dynamic
+        with torch.no_grad():
+            ours = model(batch["input_ids"], batch["attention_mask"]).logits
+        assert (session(batch) - ours).abs().max() < 1e-4
+    int8 = deploy.OnnxClassifier(deploy.quantize_onnx(path, str(tmp_path / f"{name}-int8.onnx")))
+    assert (int8(reviews()) - session(reviews())).abs().max() < 0.05  # close, not equal: int8 weights
+
+
+def test_torch_int8_is_a_quantised_copy(models):
+    model = models["teacher"]
+    q = deploy.quantize_dynamic(model)
+    assert deploy.is_quantized(q) and not deploy.is_quantized(model)  # the original is untouched
+    b = reviews()
+    with torch.no_grad():
+        assert (q(b["input_ids"], b["attention_mask"]).logits - model(b["input_ids"], b["attention_mask"]).logits).abs().max() < 0.05
+    assert benchmark.size_mb(q) < benchmark.size_mb(model)
+    with pytest.raises(ValueError, match="already quantised"):
+        deploy.quantize_dynamic(q)
+
+
+def test_clear_errors(models, tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="has no ONNX path"):
+        deploy.export_onnx(BertForPreTraining(models["teacher"].config), str(tmp_path / "x.onnx"))
+    q = deploy.quantize_dynamic(models["student"])
+    with pytest.raises(ValueError, match="torch-quantised model has no ONNX path"):
+        deploy.export_onnx(q, str(tmp_path / "q.onnx"))
+    with pytest.raises(ValueError, match="int8-quantised"):
+        save_pretrained(q, str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="no ONNX model"):
+        deploy.OnnxClassifier(str(tmp_path / "missing.onnx"))
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *a, **k):
+        if name.startswith("onnxruntime"):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    import importlib
+    monkeypatch.setattr(importlib, "import_module", lambda name: no_onnxruntime(name))
+    with pytest.raises(ImportError, match=r"pip install 'bertbook\[deploy\]'"):
+        deploy.OnnxClassifier(str(tmp_path / "missing.onnx"))
+
+
+def test_harness(models):
+    predict = benchmark.torch_predict(models["student"])
+    batches = [reviews(), reviews(seed=2)]
+    acc = benchmark.accuracy(predict, batches)
+    by_hand = sum(int((predict(b).argmax(-1) == b["labels"]).sum()) for b in batches) / 12
+    assert acc == by_hand
+    singles = benchmark.single_reviews(batches, n=5)
+    assert len(singles) == 5 and singles[0]["input_ids"].shape == (1, 9) and singles[1]["input_ids"].shape == (1, 13)
+    t = benchmark.latency(predict, singles, threads=1, min_run_time=0.05)
+    assert t["median_ms"] > 0 and t["iqr_ms"] >= 0 and t["runs"] >= 1 and t["threads"] == 1
+    row = benchmark.measure(predict, 1.5, batches, 100, min_run_time=0.05, shape=(4, 16), model="student", format="fp32")
+    assert row["model"] == "student" and row["accuracy"] == acc and row["mb"] == 1.5
+    assert row["ms_batch1"] > 0 and row["ms_batch32"] > 0
+    with pytest.raises(ValueError, match="empty"):
+        benchmark.accuracy(predict, [])
+
+
+def test_compress_cli_tiny(tmp_path, monkeypatch, capsys):
+    """`python -m bertbook compress --json --scale tiny`: eight rows, every figure measured."""
+    from bertbook.__main__ import main
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    assert main(["compress", "--json", "--scale", "tiny", "--quiet", "--min-run-time", "0.05"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["format"]) for r in res["rows"]] == [(m, f) for m in ("teacher", "student") for f in deploy.FORMATS]
+    by = {(r["model"], r["format"]): r for r in res["rows"]}
+    for m in ("teacher", "student"):
+        assert abs(by[m, "onnx"]["accuracy"] - by[m, "fp32"]["accuracy"]) < 1e-9  # the same function
+        # torch's dynamic int8 leaves the embedding table in float32 (it quantises nn.Linear only)
+        assert by[m, "int8"]["mb"] < by[m, "fp32"]["mb"] and by[m, "onnx-int8"]["mb"] < 0.5 * by[m, "onnx"]["mb"]
+    assert res["threads"] >= 1
+    out = tmp_path / "onnx"
+    assert main(["export", "--model", "student", "--format", "onnx", "--out", str(out), "--scale", "tiny", "--quiet"]) == 0
+    assert (out / "model.onnx").exists() and (out / "model-int8.onnx").exists()
+    with pytest.raises(ValueError, match="masked-language model"):
+        main(["export", "--model", "mlm-teacher", "--format", "onnx", "--out", str(out), "--scale", "tiny", "--quiet"])
