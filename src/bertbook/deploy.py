@@ -1,10 +1,10 @@
 """Smaller and faster for deployment (issue 13, groundwork): dynamic int8 quantisation and ONNX Runtime.
 
 * `quantize_dynamic(model)`: PyTorch's dynamic int8 quantisation of every `nn.Linear` (weights stored
-  as int8 with a per-channel scale, activations quantised on the fly per batch). It lives in
-  `torch.ao.quantization`, which torch 2.13 marks as deprecated in favour of torchao; torchao's CPU
-  path was measured slower here and its import writes errors into notebooks through transformers,
-  so the book keeps `torch.ao` and silences only its deprecation warning.
+  as int8 with one scale per matrix, activations quantised on the fly per batch). It lives in
+  `torch.ao.quantization`, which torch 2.13 marks as deprecated in favour of torchao; torchao's
+  import writes errors into the notebooks' output through transformers, so the book keeps
+  `torch.ao` (still shipped in 2.13) and silences only its deprecation warning.
 * `export_onnx(model, path)`: `torch.onnx.export` (the dynamo exporter, which needs `onnx` and
   `onnxscript`) of a classifier's logits, with dynamic batch and sequence axes.
 * `OnnxClassifier(path)`: an `onnxruntime` CPU session (all graph optimisations) that takes our
@@ -63,13 +63,14 @@ def quantize_dynamic(model: nn.Module) -> nn.Module:
 def _quiet():
     """The exporter's and the quantiser's notes on their own internals (torchvision ops it skips,
     a pre-processing hint) go through `logging` and `warnings`: not the reader's business."""
-    logging.disable(logging.WARNING)
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(previous)
 
 
 class _Logits(nn.Module):

@@ -150,8 +150,7 @@ def distill(
     check_temperature(temperature)
     check_alphas(alpha_ce=alpha_ce, alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
     teacher_needed = alpha_ce > 0 or alpha_cos > 0
-    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
-        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    dist.check_grad_accum(grad_accum)
     seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
     opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     # Frozen by running it under no_grad, not by requires_grad_(False): the caller's teacher keeps its flags.

@@ -111,6 +111,12 @@ def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def check_grad_accum(grad_accum: int) -> None:
+    """The loops' `grad_accum` must be a positive int (micro-batches per optimiser step)."""
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+
+
 def rows(batch_size: int, parts: int, index: int) -> slice:
     """The rows of a batch of `batch_size` that part `index` of `parts` takes: contiguous, sizes
     differing by at most one (as `torch.tensor_split`). Raises if a part would be empty."""

@@ -219,8 +219,7 @@ def finetune(
     if transfer_batches and teacher is None and (teacher_logits is None or transfer_logits is None):
         raise ValueError("transfer batches need a teacher (or teacher_logits and transfer_logits): "
                          "without labels the teacher's are all they have")
-    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
-        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    dist.check_grad_accum(grad_accum)
     seed_everything(seed + dist.rank())  # dropout differs per rank; the batch order has its own generator
     n_labelled, n_transfer = len(train_batches), len(transfer_batches)
     steps = epochs * (n_labelled + n_transfer)

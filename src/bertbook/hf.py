@@ -211,7 +211,9 @@ def from_transformers(hf_model) -> PreTrainedModel:
 def save_pretrained(model: PreTrainedModel, directory: str, tokenizer=None) -> str:
     """Write Hugging Face format (config.json + model.safetensors [+ tokenizer files]) so that
     `transformers.AutoModel*.from_pretrained(directory)` and `pipeline(..., model=directory)` load it."""
-    if any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")) for m in model.modules()):
+    from .deploy import is_quantized
+
+    if is_quantized(model):
         raise ValueError("save_pretrained writes float weights for transformers; this model is int8-quantised "
                          "(bertbook.deploy.quantize_dynamic): save the float model, and quantise after loading")
     hf = to_transformers(model)

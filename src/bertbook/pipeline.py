@@ -271,7 +271,7 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
                         grad_accum=cfg.grad_accum,
                         seed=p.seed, progress=progress)
         return model, {**_pretraining_info(data.evaluate(model), data),
-                         "history": hist, **dist.provenance(p.batch_size, cfg.grad_accum)}
+                       "history": hist, **dist.provenance(p.batch_size, cfg.grad_accum)}
 
     return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
 
@@ -298,7 +298,7 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
                         grad_accum=cfg.grad_accum,
                         seed=t.seed, progress=progress)
         return model, {**_pretraining_info(data.evaluate(model), data),
-                         "history": hist, **dist.provenance(t.batch_size, cfg.grad_accum)}
+                       "history": hist, **dist.provenance(t.batch_size, cfg.grad_accum)}
 
     return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
                    cache_dir, retrain)
@@ -477,7 +477,7 @@ def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrai
         hist = finetune(model, data.train_batches, f.epochs, f.lr, f.warmup, seed=f.seed, progress=progress,
                         grad_accum=cfg.grad_accum)
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches),
-                         "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
+                       "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     return _cached("teacher", _teacher_key(cfg, data), build, cache_dir, retrain)
 

@@ -69,8 +69,7 @@ def pretrain(
     """
     if not isinstance(model, BertForPreTraining):
         raise TypeError(f"pretrain expects a BertForPreTraining, got {type(model).__name__}")
-    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
-        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    dist.check_grad_accum(grad_accum)
     seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
     opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     model.to(opt.device).train()
