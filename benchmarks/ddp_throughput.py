@@ -26,12 +26,12 @@ def worker(scale: str, steps: int, out: str) -> None:
     """One process of a `torchrun` run (or the only one)."""
     from bertbook import distributed as dist, pipeline
     from bertbook.bert import BertForPreTraining
-    from bertbook.configs import get_config
+    from bertbook.configs import get_scale_config
     from bertbook.pretrain import pretrain
 
     dist.init()
     try:
-        cfg = get_config(scale)
+        cfg = get_scale_config(scale)
         p = cfg.pretrain
         data = pipeline.pretraining_data(cfg)
         torch.manual_seed(p.seed)

@@ -24,7 +24,7 @@ import statistics
 import sys
 
 from bertbook import pipeline
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 from bertbook.finetune import evaluate_classifier
 
 SPLITS = ("test", "validation")
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true", help="print only the JSON result (progress to stderr)")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
-    cfg = get_config(args.scale, **overrides)
+    cfg = get_scale_config(args.scale, **overrides)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else \
         (lambda *a: print(*a, flush=True))
     teacher, tea = pipeline.finetuned_teacher(cfg, progress=False)
@@ -161,7 +161,7 @@ def curve(args, overrides: dict, rows: list, val: list, log) -> list:
     names = ["transfer"] + (["pseudo"] if args.pseudo else [])
     points = []
     for n in args.curve:
-        cfg = get_config(args.scale, **{**overrides, "finetune__transfer_examples": n})
+        cfg = get_scale_config(args.scale, **{**overrides, "finetune__transfer_examples": n})
         point_rows = []
         for r in rows:
             point = {"seed": r["seed"], "no_kd": r["no_kd"]}

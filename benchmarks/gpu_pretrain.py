@@ -1,5 +1,5 @@
 """Pretraining speed at the GPU configuration: ours vs transformers.BertForPreTraining, same config,
-same batches, same process, same optimiser step (bertbook.training.Optimizer: AdamW, clipping,
+same batches, same process, same optimiser step (bertbook.training.TrainStep: AdamW, clipping,
 bf16 autocast, or fp16 + GradScaler on GPUs without bf16).
 
 Reports per model: tokens/s, step time, peak GPU memory and MFU (model FLOPs utilisation) against
@@ -27,10 +27,10 @@ import torch
 import transformers
 
 from bertbook.bert import BertForPreTraining
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 from bertbook.device import autocast_dtype, get_device
 from bertbook.hf import hf_config
-from bertbook.training import Optimizer, maybe_compile
+from bertbook.training import TrainStep, maybe_compile
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; fp16 for
 # GPUs without bf16 (T4, V100). First match in the device name wins.
@@ -73,7 +73,7 @@ def sync(device: torch.device) -> None:
 
 def bench(model, batches, device, warmup: int, compile: bool, amp: Optional[bool]) -> dict:
     model.to(device).train()
-    opt = Optimizer(model, len(batches), lr=1e-4, warmup=0.0, device=device, amp=amp)
+    opt = TrainStep(model, len(batches), lr=1e-4, warmup=0.0, device=device, amp=amp)
     run = maybe_compile(model, compile)
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     if device.type == "cuda":
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
     if args.steps <= args.warmup_steps:
         raise SystemExit("--steps must exceed --warmup-steps")
     device = get_device(args.device)
-    p = get_config(args.scale).pretrain
+    p = get_scale_config(args.scale).pretrain
     batch, seq = args.batch or p.batch_size, args.seq or p.max_seq_len
     torch.manual_seed(0)
     config = p.model_config(p.vocab_size)

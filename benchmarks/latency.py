@@ -1,11 +1,12 @@
 """Inference latency on the CPU: the fine-tuned MiniLM teacher (6 layers) vs its 3-layer student,
-ours and their transformers twins, batch 32 x 64 tokens (no padding), median over repeats.
+ours and their transformers twins, batch 32 x 64 tokens (no padding), timed with torch.utils.benchmark
+(bertbook.report.measure_latency): the models in turn, several rounds over, the median of all timed blocks.
 
 The models are taken from the cache (trained if missing; `python -m bertbook report` fills it),
 so the figures are for the exact models of the report. Only the timing matters here, so
 `--untrained` skips fine-tuning and times freshly initialised heads (same shapes, same cost).
 
-    python benchmarks/latency.py --repeats 20
+    python benchmarks/latency.py --rounds 5
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import torch
 
 from bertbook import pipeline
+from bertbook.report import measure_latency
 from bertbook.distilbert import student_from_teacher
 from bertbook.finetune import classifier_from_pretrained
 
@@ -24,7 +26,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-run-time", type=float, default=1.0, help="seconds each model is timed per round")
     ap.add_argument("--untrained", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -40,12 +43,12 @@ def main(argv=None) -> dict:
         from bertbook.hf import to_transformers
         models.update(transformers_teacher=to_transformers(teacher, "sdpa"),
                       transformers_student=to_transformers(student, "sdpa"))
-    lat = pipeline.measure_latency(models, args.batch, args.seq, args.repeats)
+    lat = measure_latency(models, args.batch, args.seq, args.min_run_time, args.rounds)
     res = {f"{k}_ms": 1000 * v for k, v in lat.items()}
     res["speedup"] = lat["teacher"] / lat["student"]
     if "transformers_teacher" in lat:
         res["transformers_speedup"] = lat["transformers_teacher"] / lat["transformers_student"]
-    res.update(batch=[args.batch, args.seq], repeats=args.repeats, threads=torch.get_num_threads(),
+    res.update(batch=[args.batch, args.seq], rounds=args.rounds, min_run_time=args.min_run_time, threads=torch.get_num_threads(),
                teacher_parameters=teacher.num_parameters(), student_parameters=student.num_parameters())
     print(json.dumps(res, indent=None if args.json else 2))
     return res

@@ -20,8 +20,8 @@ import torch
 
 from bertbook import pipeline
 from bertbook.bert import pool
-from bertbook.configs import get_config
-from bertbook.pretrained import load_minilm
+from bertbook.configs import get_scale_config
+from bertbook.hf import load_minilm, quiet_transformers
 
 
 @torch.no_grad()
@@ -71,8 +71,8 @@ def main(argv=None) -> dict:
     if args.train_examples is not None:
         overrides["finetune__train_examples"] = args.train_examples or None
     t0 = time.perf_counter()
-    data = pipeline.classification_data(get_config("cpu", **overrides))  # the teacher's reviews and batches
-    with pipeline.quiet_transformers():  # MiniLM's unused pooler weights are reported otherwise
+    data = pipeline.classification_data(get_scale_config("cpu", **overrides))  # the teacher's reviews and batches
+    with quiet_transformers():  # MiniLM's unused pooler weights are reported otherwise
         model, _ = load_minilm()
     xs, ys = {}, {}
     for name, batches in (("train", data.train_batches), ("validation", data.validation_batches),

@@ -25,7 +25,7 @@ import sys
 import os
 
 from bertbook import pipeline
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 from bertbook.finetune import classifier_from_pretrained, evaluate_classifier, finetune
 from bertbook.training import seed_everything
 
@@ -65,10 +65,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
-    cfg = get_config(args.scale, **overrides)
+    cfg = get_scale_config(args.scale, **overrides)
     # The MLM-alone twin never reads the teacher's weights T, alpha_ce, alpha_cos: overriding them
     # changes only the triple-loss student, and the twin is the default config's (cached) one.
-    control_cfg = get_config(args.scale, **{k: v for k, v in overrides.items() if k not in TEACHER_ONLY})
+    control_cfg = get_scale_config(args.scale, **{k: v for k, v in overrides.items() if k not in TEACHER_ONLY})
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     _, tinfo = pipeline.mlm_teacher(cfg, progress=False)
     copied, cinfo = pipeline.copied_student(cfg, progress=False)

@@ -15,7 +15,7 @@ import sys
 from typing import Dict, List, Tuple
 
 from bertbook import pipeline
-from bertbook.configs import PretrainSettings, get_config
+from bertbook.configs import PretrainSettings, get_scale_config
 
 
 def rows(base: PretrainSettings) -> List[Tuple[str, Dict[str, object]]]:
@@ -44,12 +44,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    base = get_config(args.scale).pretrain
+    base = get_scale_config(args.scale).pretrain
     res = {"scale": args.scale, "rows": []}
     for i, (label, overrides) in enumerate(rows(base)):
         if args.rows is not None and i not in args.rows:
             continue
-        cfg = get_config(args.scale, **overrides)
+        cfg = get_scale_config(args.scale, **overrides)
         _, info = pipeline.pretrained_teacher(cfg, progress=False)
         p = cfg.pretrain
         row = {"label": label, "overrides": overrides, "max_seq_len": p.max_seq_len, "steps": p.steps,

@@ -19,7 +19,7 @@ import torch
 import transformers
 
 from bertbook.bert import BertForPreTraining
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 from bertbook.hf import hf_config
 
 
@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    p = get_config(args.scale).pretrain
+    p = get_scale_config(args.scale).pretrain
     args.seq = args.seq or p.max_seq_len
     if args.seq > p.max_seq_len:
         raise SystemExit(f"--seq {args.seq} is longer than the model's {p.max_seq_len} positions")

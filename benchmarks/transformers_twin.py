@@ -23,7 +23,7 @@ from torch import nn
 
 import bertbook as bb
 from bertbook import pipeline
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 from bertbook.finetune import evaluate_classifier, finetune, predict_logits
 
 
@@ -61,14 +61,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    cfg = get_config(args.scale)
+    cfg = get_scale_config(args.scale)
     f = cfg.finetune
     data = pipeline.classification_data(cfg)
     teacher, tinfo = pipeline.finetuned_teacher(cfg, progress=False)
     bad = [i for i in args.layers if not 0 <= i < teacher.config.num_hidden_layers]
     if bad:
         raise SystemExit(f"--layers {bad} out of range: the teacher has layers 0..{teacher.config.num_hidden_layers - 1}")
-    with pipeline.quiet_transformers():
+    with bb.hf.quiet_transformers():
         twin = bb.to_transformers(teacher)
     models = {"ours": cut_ours(teacher, args.layers), "transformers": cut_transformers(twin, args.layers)}
     res = {"scale": args.scale, "layers": args.layers, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,

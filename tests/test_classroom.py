@@ -77,18 +77,37 @@ def test_everything_else_is_identical(student):
     assert (student / "intro.md").read_bytes() == (BOOK / "intro.md").read_bytes()
 
 
+SOLUTION_CELL = {"nbgrader": {"solution": True, "grade": False, "locked": False, "grade_id": "ex", "schema_version": 3}}
+
+
+def _one_cell_notebook(source, metadata=SOLUTION_CELL):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata=metadata)])
+
+
 def test_the_stub_keeps_the_indentation_of_the_marker():
-    lines = ["def f(x):", "    ### BEGIN SOLUTION", "    return x", "    ### END SOLUTION", "", "y = 1"]
-    out, n = classroom.strip_region(lines, classroom.BEGIN_SOLUTION, classroom.END_SOLUTION,
-                                    classroom.CODE_STUB, "test")
+    nb = _one_cell_notebook("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n\ny = 1")
+    out, n = classroom.release_notebook(nb, "test")
     assert n == 1
-    assert out == ["def f(x):", "    # YOUR CODE HERE", "    raise NotImplementedError()", "", "y = 1"]
+    assert out.cells[0].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\ny = 1"
+    assert "### BEGIN SOLUTION" in nb.cells[0].source  # the instructor's notebook is untouched
 
 
-def test_unbalanced_markers_are_an_error():
-    with pytest.raises(classroom.ReleaseError, match="without a matching"):
-        classroom.strip_region(["### BEGIN SOLUTION", "x = 1"], classroom.BEGIN_SOLUTION,
-                               classroom.END_SOLUTION, classroom.CODE_STUB, "nb.ipynb, cell 3")
+@pytest.mark.parametrize("source, problem", [
+    ("### BEGIN SOLUTION\nx = 1", "without a matching"),
+    ("x = 1\n### END SOLUTION", "line 2: '### END SOLUTION' without"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx\n### END SOLUTION\n### END SOLUTION", "inside another region"),
+    ("x = 1\n### BEGIN HIDDEN TESTS\nassert x", "HIDDEN TESTS' without a matching"),
+])
+def test_unbalanced_markers_are_an_error_naming_the_cell(source, problem):
+    with pytest.raises(classroom.ReleaseError, match="nb.ipynb, cell 0") as err:
+        classroom.release_notebook(_one_cell_notebook(source), "nb.ipynb")
+    assert problem in str(err.value)
+
+
+def test_a_solution_outside_a_solution_cell_is_refused_as_nbgrader_would():
+    nb = _one_cell_notebook("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", metadata={})
+    with pytest.raises(classroom.ReleaseError, match="nb.ipynb: nbgrader's ClearSolutions refused it"):
+        classroom.release_notebook(nb, "nb.ipynb")
 
 
 def test_refuses_to_overwrite_the_source(tmp_path, capsys):
@@ -158,7 +177,7 @@ def test_nbgrader_generate_assignment_accepts_a_chapter(tmp_path, student):
     source.mkdir(parents=True)
     shutil.copy(BOOK / "01_attention.ipynb", source)
     (course / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
+        "c = get_config()  # traitlets' config object, in nbgrader_config.py\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
         "c.CourseDirectory.course_id = 'bertbook'\n")
     result = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "ch01", "--force"],
@@ -185,4 +204,12 @@ def test_without_nbformat_the_module_imports_and_release_says_what_to_install(tm
     with pytest.raises(ImportError, match=r"bertbook\[classroom\]"):
         fresh.release(one, tmp_path / "dst")
     assert fresh.main(["release", str(one), str(tmp_path / "dst")]) == 2
+    assert "pip install 'bertbook[classroom]'" in capsys.readouterr().err
+
+
+def test_without_nbgrader_release_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nbgrader.preprocessors", None)  # as if nbgrader were not installed
+    with pytest.raises(ImportError, match=r"nbgrader's preprocessors.*bertbook\[classroom\]"):
+        classroom.release(BOOK / "01_attention.ipynb", tmp_path / "dst")
+    assert classroom.main(["release", str(BOOK / "01_attention.ipynb"), str(tmp_path / "dst")]) == 2
     assert "pip install 'bertbook[classroom]'" in capsys.readouterr().err

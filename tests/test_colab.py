@@ -104,7 +104,7 @@ def test_an_environment_from_the_colab_cell_imports_every_chapter_module(tmp_pat
     # extras exactly as the cell names them.
     first = colab_cell.colab_cell(json.loads(colab_cell.chapters()[0].read_text()))  # all alike: see above
     package, data = colab_installs("".join(first["source"]))
-    requirement = package.split("@", 1)[0].strip()  # "bertbook[book]"
+    requirement = package.split("@", 1)[0].strip()  # "bertbook[book,deploy]"
     extras = requirement[len("bertbook"):]
     env = tmp_path / "colab"
     venv.EnvBuilder(with_pip=True).create(env)
@@ -133,7 +133,7 @@ def test_an_environment_from_the_colab_cell_imports_every_chapter_module(tmp_pat
     assert done.returncode == 0, f"a chapter's import fails in the Colab environment:\n{done.stderr[-3000:]}"
     # The data the chapters read comes from the --no-deps packages: the package finds it.
     check = ("from bertbook.data import load_rotten_tomatoes, load_wiki_corpus\n"
-             "from bertbook.pretrained import minilm_dir\n"
+             "from bertbook.hf import minilm_dir\n"
              "assert len(load_rotten_tomatoes()['train']) > 1000\n"
              "assert len(load_wiki_corpus()['train']) > 10\n"
              "assert minilm_dir() is not None\n")

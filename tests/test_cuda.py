@@ -101,7 +101,7 @@ def test_fp16_grad_scaler_path(monkeypatch):
     monkeypatch.setattr(bertbook.training, "needs_grad_scaler", lambda device: True)
     torch.manual_seed(0)
     model = BertForPreTraining(_config()).to(DEV)
-    opt = bertbook.training.Optimizer(model, steps=4, lr=1e-3, device="cuda")
+    opt = bertbook.training.TrainStep(model, steps=4, lr=1e-3, device="cuda")
     assert opt.amp and opt.scaler.is_enabled()
     before = model.bert.embeddings.word_embeddings.weight.detach().clone()
     for b in _loader(4):
@@ -124,8 +124,8 @@ def test_compile_flag_runs():
 
 
 def test_measure_latency_gives_a_gpu_model_back_on_the_gpu():
-    from bertbook.pipeline import measure_latency
+    from bertbook.report import measure_latency
 
     model = BertForSequenceClassification(_config()).to(DEV).train()
-    measure_latency({"m": model}, batch_size=2, seq_len=8, repeats=1, warmup=0)
+    measure_latency({"m": model}, batch_size=2, seq_len=8, min_run_time=0.01, rounds=1)
     assert next(model.parameters()).device.type == "cuda" and model.training

@@ -123,11 +123,11 @@ def test_wikitext_articles_rebuilt_from_headings():
 def test_wikitext_corpus_trains_its_own_tokenizer(fake_wikitext, tmp_path):
     # PretrainSettings.corpus reached the pairs but not the tokenizer, trained on the gensim sample.
     from bertbook import pipeline
-    from bertbook.configs import get_config
+    from bertbook.configs import get_scale_config
 
     corpus = load_wiki_corpus("wikitext-103", heldout_docs=6)
     assert (len(corpus["train"]), len(corpus["validation"])) == (8, 6)
-    d = pipeline.pretraining_data(get_config("tiny", pretrain__corpus="wikitext-103"), str(tmp_path))
+    d = pipeline.pretraining_data(get_scale_config("tiny", pretrain__corpus="wikitext-103"), str(tmp_path))
     vocab = d.tokenizer.get_vocab()
     assert "zorblax" in vocab and "quintessor" in vocab  # words of the wikitext corpus, not of gensim's
     assert d.tokenizer.tokenize("zorblax") == ["zorblax"]

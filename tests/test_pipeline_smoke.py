@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
-from bertbook import pipeline
+from bertbook import pipeline, report
 from bertbook.__main__ import main
-from bertbook.configs import get_config
+from bertbook.configs import get_scale_config
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def cache_dir(tmp_path_factory):
 
 
 def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
-    cfg = get_config("tiny")
+    cfg = get_scale_config("tiny")
     teacher, pre = pipeline.pretrained_teacher(cfg, cache_dir, progress=False)
     assert not pre["cached"] and 0.0 <= pre["heldout_mask_accuracy"] <= 1.0
     for k in ("heldout_random_accuracy", "heldout_unchanged_accuracy", "heldout_nsp_accuracy",
@@ -37,7 +37,7 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     control, dmo = pipeline.distilled_student(cfg, cache_dir, mlm_only=True, progress=False)
     assert not dmo["cached"] and dmo["mlm_only"] and dmo["key"] != dis["key"]
     assert all(c == 0 for c in dmo["history"]["ce"]) and any(c > 0 for c in dis["history"]["ce"])
-    res = pipeline.report(cfg, cache_dir, progress=False, latency_repeats=1)
+    res = report.report(cfg, cache_dir, progress=False, latency_min_run_time=0.01, latency_rounds=1)
     for k in ("pretrain_heldout_mask_accuracy", "pretrain_unigram_mask_accuracy", "teacher_mlm_heldout_mask_accuracy",
               "teacher_mlm_heldout_nsp_accuracy", "distilled_heldout_mask_accuracy",
               "distilled_mlm_only_heldout_mask_accuracy", "copied_heldout_mask_accuracy",
@@ -54,13 +54,13 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     assert info["cached"] and info["heldout_mask_accuracy"] == pre["heldout_mask_accuracy"]
     for (k, v), w in zip(teacher.state_dict().items(), again.state_dict().values()):
         assert torch.equal(v, w), k
-    assert pipeline.report(cfg, cache_dir, progress=False, latency_repeats=1)["cached"] == \
+    assert report.report(cfg, cache_dir, progress=False, latency_min_run_time=0.01, latency_rounds=1)["cached"] == \
         {k: True for k in res["cached"]}
     # A changed setting of a stage is a new key for it and for everything downstream, not upstream.
-    changed = get_config("tiny", distill__alpha_ce=1.0)
+    changed = get_scale_config("tiny", distill__alpha_ce=1.0)
     assert pipeline.mlm_teacher(changed, cache_dir, progress=False)[1]["key"] == tmlm["key"]
     assert pipeline.distilled_student(changed, cache_dir, progress=False)[1]["key"] != dis["key"]
-    changed = get_config("tiny", mlm_teacher__lr=1e-4)
+    changed = get_scale_config("tiny", mlm_teacher__lr=1e-4)
     assert pipeline.mlm_teacher(changed, cache_dir, progress=False)[1]["key"] != tmlm["key"]
     assert pipeline.distilled_student(changed, cache_dir, progress=False)[1]["key"] != dis["key"]
 
@@ -72,7 +72,7 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     _, pse = pipeline.transfer_student(cfg, cache_dir, pseudo_labels=True, progress=False)
     assert tra["cached"] and pse["cached"] and tra["key"] != pse["key"] and pse["pseudo_labels"]
     assert tra["test_accuracy"] == res["student_transfer_accuracy"] and tra["teacher_logits_key"] == linfo["key"]
-    none = get_config("tiny", finetune__transfer_examples=0)
+    none = get_scale_config("tiny", finetune__transfer_examples=0)
     for stage, kw in ((pipeline.finetuned_teacher, {}), (pipeline.finetuned_student, {"kd": True}),
                       (pipeline.finetuned_student, {"kd": False}), (pipeline.random_init_classifier, {})):
         a, b = stage(cfg, cache_dir, progress=False, **kw)[1], stage(none, cache_dir, progress=False, **kw)[1]
@@ -88,12 +88,12 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
 
     for name in ("pretrained", "mlm-teacher", "mlm-student"):
         out = str(tmp_path / name)
-        pipeline.export(name, out, cfg, cache_dir, progress=False)
+        report.export(name, out, cfg, cache_dir, progress=False)
         fill = transformers.pipeline("fill-mask", model=out, device="cpu")
         assert len(fill("the [MASK] of the city.")) == 5
     for name in ("student", "student-transfer"):
         out = str(tmp_path / name)
-        pipeline.export(name, out, cfg, cache_dir, progress=False)
+        report.export(name, out, cfg, cache_dir, progress=False)
         clf = transformers.pipeline("text-classification", model=out, device="cpu")
         assert clf("a wonderful film")[0]["label"] in ("rotten", "fresh")
 
@@ -103,13 +103,13 @@ def test_cli_report_json_and_bad_inputs(cache_dir, capsys, monkeypatch):
     res = json.loads(capsys.readouterr().out)
     assert res["scale"] == "tiny" and all(res["cached"].values())  # the same models as above
     with pytest.raises(ValueError, match="mean"):  # refused before anything is trained
-        pipeline.export("teacher", "/nonexistent", get_config("tiny", finetune__pooling="mean"), cache_dir)
+        report.export("teacher", "/nonexistent", get_scale_config("tiny", finetune__pooling="mean"), cache_dir)
     with pytest.raises(ValueError, match="unknown model name"):
         pipeline.get_model("nope", "tiny", cache_dir)
     with pytest.raises(ValueError, match="unknown scale"):
-        get_config("huge")
+        get_scale_config("huge")
     with pytest.raises(ValueError, match="override"):
-        get_config("cpu", pretrain__nope=1)
+        get_scale_config("cpu", pretrain__nope=1)
     with pytest.raises(SystemExit):
         main(["export", "--model", "nope", "--out", "x"])
 

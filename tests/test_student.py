@@ -62,9 +62,9 @@ def test_a_changed_config_is_validated(tmp_path):
     import pytest
 
     from bertbook import pipeline
-    from bertbook.configs import get_config
+    from bertbook.configs import get_scale_config
 
     # The random-init control built its config by setting fields by hand: a bad pooling was not
     # checked, and pool() treats anything but "cls" as the mean.
     with pytest.raises(ValueError, match="classifier_pooling must be 'cls' or 'mean', got 'max'"):
-        pipeline.random_init_classifier(get_config("tiny", finetune__pooling="max"), str(tmp_path), progress=False)
+        pipeline.random_init_classifier(get_scale_config("tiny", finetune__pooling="max"), str(tmp_path), progress=False)

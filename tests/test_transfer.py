@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import bertbook.data
-from bertbook import pipeline
-from bertbook.configs import FinetuneSettings, get_config
+from bertbook import pipeline, pipeline_data
+from bertbook.configs import FinetuneSettings, get_scale_config
 from bertbook.distill import classification_kd_loss, soft_target_loss
 from bertbook.finetune import batch_loss, encode_texts, finetune, make_batches
 
@@ -62,7 +62,7 @@ def test_finetune_refuses_labelled_transfer_batches_and_a_transfer_set_without_t
 
 
 def test_transfer_size_and_bad_sizes():
-    size = pipeline.transfer_size
+    size = pipeline_data.transfer_size
     assert size(FinetuneSettings(), 10202) == 6202  # cpu: None is every review after the 4,000 labelled ones
     assert size(FinetuneSettings(transfer_examples=0), 10202) == 0
     assert size(FinetuneSettings(transfer_examples=6202), 10202) == 6202
@@ -76,18 +76,18 @@ def test_transfer_size_and_bad_sizes():
     with pytest.raises(TypeError, match="int or None"):
         size(FinetuneSettings(transfer_examples=1.5), 10202)
     with pytest.raises(ValueError, match="got -3"):  # through the pipeline, before anything is trained
-        pipeline.transfer_data(get_config("tiny", finetune__transfer_examples=-3))
+        pipeline.transfer_data(get_scale_config("tiny", finetune__transfer_examples=-3))
     with pytest.raises(ValueError, match="transfer_examples=20000"):
-        pipeline.transfer_student(get_config("tiny", finetune__transfer_examples=20000), "/nonexistent")
+        pipeline.transfer_student(get_scale_config("tiny", finetune__transfer_examples=20000), "/nonexistent")
 
 
 @pytest.mark.parametrize("scale", ["tiny", "cpu"])
 def test_transfer_set_overlaps_no_other_set(scale):
-    cfg = get_config(scale)
+    cfg = get_scale_config(scale)
     f = cfg.finetune
     rt = bertbook.data.load_rotten_tomatoes()
     transfer = pipeline.transfer_data(cfg)
-    n = pipeline.transfer_size(f, len(rt["train"]))
+    n = pipeline_data.transfer_size(f, len(rt["train"]))
     assert len(transfer.texts) == n == (48 if scale == "tiny" else 6202)
     assert transfer.texts == list(rt["train"]["text"])[f.train_examples:f.train_examples + n]
     others = {"labelled": rt["train"]["text"][:f.train_examples], "validation": rt["validation"]["text"],
@@ -105,14 +105,14 @@ def test_transfer_set_overlaps_no_other_set(scale):
         for b in transfer.batches:
             for row, i, m in zip(b["input_ids"], b["index"].tolist(), b["attention_mask"]):
                 assert row[m.bool()].tolist() == ids[i]
-    smaller = pipeline.transfer_data(get_config(scale, finetune__transfer_examples=n // 2))
+    smaller = pipeline.transfer_data(get_scale_config(scale, finetune__transfer_examples=n // 2))
     assert smaller.texts == transfer.texts[:n // 2]  # a curve's smaller sets are nested in the larger
 
 
 def test_transfer_labels_are_never_read(tmp_path, monkeypatch):
     """Flip the label of every transfer review in the source data and train everything again from
     an empty cache: the teacher, its logits and both transfer students come out bit-identical."""
-    cfg = get_config("tiny")
+    cfg = get_scale_config("tiny")
     n_labelled = cfg.finetune.train_examples
 
     def train_all(cache_dir):
@@ -136,7 +136,7 @@ def test_transfer_labels_are_never_read(tmp_path, monkeypatch):
         return rt
 
     monkeypatch.setattr(bertbook.data, "load_rotten_tomatoes", scrambled)
-    monkeypatch.setattr(pipeline, "_MEMO", {"minilm": pipeline._minilm()})  # the data is read again
+    monkeypatch.setattr(pipeline_data, "_MEMO", {"minilm": pipeline_data._minilm()})  # the data is read again
     again, scrambled_key = train_all(str(tmp_path / "scrambled"))
     assert flipped["rows"] == 10202 - n_labelled  # every transfer review's label (and the unused rest) flipped
     assert scrambled_key != key  # the data's fingerprint changed, so nothing came from a cache
@@ -147,6 +147,6 @@ def test_transfer_labels_are_never_read(tmp_path, monkeypatch):
 
 def test_no_transfer_set_when_every_review_is_labelled():
     # gpu scale (train_examples=None): no review is left; datasets' select() raised an IndexError there.
-    transfer = pipeline.transfer_data(get_config("tiny", finetune__train_examples=None,
+    transfer = pipeline.transfer_data(get_scale_config("tiny", finetune__train_examples=None,
                                                  finetune__transfer_examples=None))
     assert (transfer.texts, transfer.batches, transfer.start) == ([], [], 10202)

@@ -131,7 +131,7 @@ def test_attentions_for_matches_a_direct_call():
     import os
 
     import transformers
-    from bertbook.pretrained import minilm_dir
+    from bertbook.hf import minilm_dir
     from bertbook.viz import attentions_for
 
     if minilm_dir() is None:

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .configs import SCALES, default_scale, get_config
+from .configs import SCALES, default_scale, get_scale_config
 from . import distributed as dist
 from . import pipeline
 
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "CPU latency (needs [deploy])")
     com.add_argument("--json", action="store_true", help="print one JSON object")
     com.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
+    com.add_argument("--rounds", type=_positive_int, default=3,
+                     help="times every variant is timed, in turn with the others (medians over all rounds)")
     return parser
 
 
@@ -82,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         # files (every rank at once would race): both belong to one process, after training.
         raise SystemExit(f"'{args.command}' runs in one process: train under torchrun with pretrain / distill "
                          f"/ finetune, then run 'python -m bertbook {args.command} ...'")
-    cfg = get_config(args.scale or default_scale(), compile=args.compile, grad_accum=args.grad_accum)
+    cfg = get_scale_config(args.scale or default_scale(), compile=args.compile, grad_accum=args.grad_accum)
     kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
     # Under torchrun every rank runs the same commands; rank 0 alone prints.
     out = print if dist.is_main() else (lambda *a, **k: None)
@@ -114,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         if args.retrain:
             raise SystemExit("report reads the cache; use --retrain with pretrain/distill/finetune")
-        res = pipeline.report(cfg, **kw)
+        from . import report
+        res = report.report(cfg, **kw)
         if args.json:
             out(json.dumps(res))
         else:
@@ -125,12 +128,13 @@ def _run(args: argparse.Namespace) -> int:
         paths = deploy.export_onnx_model(args.model, args.out, cfg, **kw)
         log(f"wrote {paths['onnx']} and {paths['onnx-int8']}: bertbook.deploy.OnnxClassifier(path)")
     elif args.command == "export":
-        path = pipeline.export(args.model, args.out, cfg, **kw)
+        from . import report
+        path = report.export(args.model, args.out, cfg, **kw)
         task = "fill-mask" if args.model in pipeline.MLM_MODELS else "text-classification"
         log(f"wrote {path}: transformers.pipeline({task!r}, model={path!r})")
     elif args.command == "compress":
         from . import deploy
-        res = deploy.compress(cfg, min_run_time=args.min_run_time, **kw)
+        res = deploy.compress(cfg, min_run_time=args.min_run_time, rounds=args.rounds, **kw)
         if args.json:
             out(json.dumps(res))
         else:

@@ -3,7 +3,8 @@
 Latency is timed with `torch.utils.benchmark.Timer.blocked_autorange` (it picks the number of runs,
 reports the median and the interquartile range), after one untimed warm-up call, with the thread
 count stated. Two shapes: batch 1 over real reviews one at a time (their own lengths, no padding),
-and one padded batch of 32 × 64 tokens.
+and one batch of 32 × 64 tokens. `measure_all` times several models in turn, several rounds over,
+so that a slow spell of a shared machine falls on all of them rather than on one.
 """
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ def size_mb(model_or_path: Union[nn.Module, str]) -> float:
         return os.path.getsize(path) / 1e6
 
 
+def cpu_has_vnni() -> Optional[bool]:
+    """Whether this CPU has the VNNI instructions (AVX512_VNNI or AVX_VNNI: an 8-bit multiply-add in
+    one step, which int8 kernels use), from the flags in /proc/cpuinfo; None where there is no such
+    file (not Linux). The int8 speed-ups of chapter 10 depend on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def accuracy(predict: Predict, batches: Sequence[Batch]) -> float:
     """Share of the examples of labelled `batches` whose argmax logit is the label."""
     right = total = 0
@@ -57,7 +70,7 @@ def latency(predict: Predict, batches: Sequence[Batch], threads: Optional[int] =
             min_run_time: float = 1.0) -> Dict[str, float]:
     """Milliseconds per batch: `predict` over `batches` (in turn) is timed as one statement, and
     the time divided by the number of batches. Returns `median_ms`, `iqr_ms` (over the timed
-    blocks), `runs` (statements timed) and `threads`."""
+    blocks), `times_ms` (each block's time per batch), `runs` (statements timed) and `threads`."""
     from torch.utils import benchmark
 
     if not batches:
@@ -72,7 +85,8 @@ def latency(predict: Predict, batches: Sequence[Batch], threads: Optional[int] =
     timer = benchmark.Timer(stmt="run_all()", globals={"run_all": run_all}, num_threads=threads)
     m = timer.blocked_autorange(min_run_time=min_run_time)
     n = len(batches)
-    return {"median_ms": 1e3 * m.median / n, "iqr_ms": 1e3 * m.iqr / n, "runs": len(m.times), "threads": threads}
+    return {"median_ms": 1e3 * m.median / n, "iqr_ms": 1e3 * m.iqr / n, "times_ms": [1e3 * t / n for t in m.times],
+            "runs": m.number_per_run * len(m.times), "threads": threads}
 
 
 def single_reviews(batches: Sequence[Batch], n: int = 64) -> List[Batch]:
@@ -96,14 +110,42 @@ def fixed_batch(vocab_size: int, batch_size: int = 32, seq_len: int = 64, seed: 
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+def _median_iqr(xs: Sequence[float]) -> Tuple[float, float]:
+    q1, q2, q3 = torch.tensor(list(xs), dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    return q2, q3 - q1
+
+
+def measure_all(variants: Mapping[Any, Tuple[Predict, float]], test_batches: Sequence[Batch], vocab_size: int,
+                threads: Optional[int] = None, min_run_time: float = 1.0, shape: Tuple[int, int] = (32, 64),
+                rounds: int = 1) -> List[Dict[str, Any]]:
+    """One row per `variants` entry (key -> (predict, MB)), in order: `accuracy` on `test_batches`,
+    `mb`, and the latencies at batch 1 (real reviews) and at `shape` (`ms_batch32`, whatever the
+    shape, so that rows of every scale have the same keys). The variants are timed in turn, `rounds`
+    times over; `ms_*` is the median and `ms_*_iqr` the interquartile range of all the timed blocks
+    of all rounds, `ms_*_rounds` each round's median."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    b1, b32 = single_reviews(test_batches), [fixed_batch(vocab_size, *shape)]
+    times: Dict[Any, Dict[str, List]] = {k: {"batch1": [], "batch32": []} for k in variants}
+    for _ in range(rounds):
+        for key, (predict, _) in variants.items():
+            for label, batches in (("batch1", b1), ("batch32", b32)):
+                t = latency(predict, batches, threads, min_run_time)
+                times[key][label].append(t)
+    rows = []
+    for key, (predict, mb) in variants.items():
+        row: Dict[str, Any] = {"accuracy": accuracy(predict, test_batches), "mb": mb}
+        for label, ts in times[key].items():
+            median, iqr = _median_iqr([x for t in ts for x in t["times_ms"]])
+            row.update({f"ms_{label}": median, f"ms_{label}_iqr": iqr,
+                        f"ms_{label}_rounds": [t["median_ms"] for t in ts]})
+        rows.append(row)
+    return rows
+
+
 def measure(predict: Predict, size: float, test_batches: Sequence[Batch], vocab_size: int,
             threads: Optional[int] = None, min_run_time: float = 1.0, shape: Tuple[int, int] = (32, 64),
             **row: Any) -> Dict[str, Any]:
-    """One row of the table: `row`'s labels (e.g. model=..., format=...) plus `accuracy` on
-    `test_batches`, `mb`, and the latencies at batch 1 (real reviews) and at `shape` (32 × 64:
-    `ms_batch32`, whatever the shape, so that rows of every scale have the same keys)."""
-    b1 = latency(predict, single_reviews(test_batches), threads, min_run_time)
-    b32 = latency(predict, [fixed_batch(vocab_size, *shape)], threads, min_run_time)
-    return {**row, "accuracy": accuracy(predict, test_batches), "mb": size,
-            "ms_batch1": b1["median_ms"], "ms_batch1_iqr": b1["iqr_ms"],
-            "ms_batch32": b32["median_ms"], "ms_batch32_iqr": b32["iqr_ms"]}
+    """One row of the table for one model: `row`'s labels (e.g. model=..., format=...) plus what
+    `measure_all` measures, in one round."""
+    return {**row, **measure_all({None: (predict, size)}, test_batches, vocab_size, threads, min_run_time, shape)[0]}

@@ -1,18 +1,22 @@
 """The student edition of the book: ``python -m bertbook.classroom release book/ dist/student/``.
 
 The instructor notebooks hold the solutions of the graded exercises between ``### BEGIN SOLUTION``
-and ``### END SOLUTION`` lines, nbgrader's convention. ``release`` copies the book and in every
-notebook
+and ``### END SOLUTION`` lines, nbgrader's convention, in cells that carry nbgrader's metadata.
+``release`` copies the book and passes every notebook through nbgrader's own preprocessors, the
+ones ``nbgrader generate_assignment`` uses:
 
-* replaces each solution region of a code cell by ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
-  (indented like the ``### BEGIN SOLUTION`` line) and of a markdown cell by ``YOUR ANSWER HERE``;
-* drops ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` regions (also nbgrader's);
-* clears every output and execution count;
+* ``ClearSolutions``: each solution region of a code cell becomes ``# YOUR CODE HERE`` /
+  ``raise NotImplementedError()`` (indented like the ``### BEGIN SOLUTION`` line), of a markdown
+  cell ``YOUR ANSWER HERE``;
+* ``ClearHiddenTests``: ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` regions are dropped;
+* ``ClearOutput``: every output and execution count is cleared;
 
 and leaves everything else as it is, cell metadata included, so the released notebooks still
-carry nbgrader's metadata. The other files of the book (markdown pages, images) are copied
-unchanged, so the student edition is a complete book. The source is never written: a
-destination that is the source, lies inside it or contains it is refused.
+carry nbgrader's metadata. Before that, the markers of every cell are checked (balanced, not
+nested), so that a mistake is reported with its notebook, cell and line. The other files of the
+book (markdown pages, images) are copied unchanged, so the student edition is a complete book.
+The source is never written: a destination that is the source, lies inside it or contains it is
+refused.
 """
 from __future__ import annotations
 
@@ -30,8 +34,6 @@ BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
-CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-MARKDOWN_STUB = ("YOUR ANSWER HERE",)
 # Never copied into the student edition: build output, editor state.
 SKIP_DIRS = {"_build", ".ipynb_checkpoints", "__pycache__", ".jupyter_cache"}
 
@@ -55,11 +57,9 @@ def _source_text(cell: dict) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
-def strip_region(lines: List[str], begin: str, end: str, stub: Optional[Tuple[str, ...]],
-                 where: str) -> Tuple[List[str], int]:
-    """Replace every ``begin`` ... ``end`` region (marker lines included) by ``stub`` indented like
-    the ``begin`` line, or drop it when ``stub`` is None. Returns (lines, number of regions)."""
-    out: List[str] = []
+def check_markers(lines: List[str], begin: str, end: str, where: str) -> int:
+    """The number of ``begin`` ... ``end`` regions in ``lines``; a marker without its partner, or a
+    region inside another, is a ReleaseError naming ``where`` and the line."""
     inside, regions = False, 0
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
@@ -67,38 +67,40 @@ def strip_region(lines: List[str], begin: str, end: str, stub: Optional[Tuple[st
             if inside:
                 raise ReleaseError(f"{where}, line {number}: {begin!r} inside another region")
             inside, regions = True, regions + 1
-            indent = line[: len(line) - len(line.lstrip())]
-            if stub is not None:
-                out.extend(indent + s for s in stub)
         elif stripped == end:
             if not inside:
                 raise ReleaseError(f"{where}, line {number}: {end!r} without {begin!r}")
             inside = False
-        elif not inside:
-            out.append(line)
     if inside:
         raise ReleaseError(f"{where}: {begin!r} without a matching {end!r}")
-    return out, regions
+    return regions
+
+
+def _preprocessors():
+    """nbgrader's ClearSolutions, ClearHiddenTests and ClearOutput (declared by the `classroom` extra)."""
+    try:
+        from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
+    except ImportError as e:
+        raise ImportError("the student edition is made by nbgrader's preprocessors, and nbgrader is not "
+                          "installed: pip install 'bertbook[classroom]' (or pip install nbgrader)") from e
+    return ClearSolutions(), ClearHiddenTests(), ClearOutput()
 
 
 def release_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> Tuple[nbformat.NotebookNode, int]:
     """The student version of one notebook (as read by nbformat). Returns (notebook, number of
     solution regions replaced)."""
-    nb = copy.deepcopy(nb)  # the instructor's notebook stays untouched
     total = 0
     for index, cell in enumerate(nb.get("cells", [])):
-        where = f"{name}, cell {index}"
-        text = _source_text(cell)
         if cell.get("cell_type") in ("code", "markdown"):
-            stub = CODE_STUB if cell["cell_type"] == "code" else MARKDOWN_STUB
-            lines, n = strip_region(text.split("\n"), BEGIN_SOLUTION, END_SOLUTION, stub, where)
-            lines, _ = strip_region(lines, BEGIN_HIDDEN, END_HIDDEN, None, where)
-            total += n
-            if "\n".join(lines) != text:
-                cell["source"] = "\n".join(lines)
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
+            lines = _source_text(cell).split("\n")
+            total += check_markers(lines, BEGIN_SOLUTION, END_SOLUTION, f"{name}, cell {index}")
+            check_markers(lines, BEGIN_HIDDEN, END_HIDDEN, f"{name}, cell {index}")
+    nb, resources = copy.deepcopy(nb), {}  # the preprocessors work in place: the instructor's stays untouched
+    for preprocessor in _preprocessors():
+        try:
+            nb, resources = preprocessor.preprocess(nb, resources)
+        except RuntimeError as err:  # e.g. a solution region in a cell without nbgrader's metadata
+            raise ReleaseError(f"{name}: nbgrader's {type(preprocessor).__name__} refused it: {err}") from err
     return nb, total
 
 

@@ -143,8 +143,9 @@ def default_scale() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def get_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
-    """The configuration of a scale ('cpu', 'gpu', 'tiny'; None: `default_scale()`).
+def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
+    """The configuration of a whole run at one scale ('cpu', 'gpu', 'tiny'; None: `default_scale()`):
+    every stage's settings (a `ScaleConfig`), not a model's `BertConfig`.
 
     `overrides` set fields as `stage__field=value`, e.g. `pretrain__steps=100`.
     """

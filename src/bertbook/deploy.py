@@ -1,7 +1,8 @@
 """Smaller and faster for deployment (issue 13, groundwork): dynamic int8 quantisation and ONNX Runtime.
 
 * `quantize_dynamic(model)`: PyTorch's dynamic int8 quantisation of every `nn.Linear` (weights stored
-  as int8 with one scale per matrix, activations quantised on the fly per batch). It lives in
+  as int8 with one scale per output row, activations quantised on the fly per batch) and of the
+  embedding tables (int8 weight-only). It lives in
   `torch.ao.quantization`, which torch 2.13 marks as deprecated in favour of torchao; torchao's
   import writes errors into the notebooks' output through transformers, so the book keeps
   `torch.ao` (still shipped in 2.13) and silences only its deprecation warning.
@@ -45,18 +46,27 @@ def is_quantized(model: nn.Module) -> bool:
                for m in model.modules())
 
 
-def quantize_dynamic(model: nn.Module) -> nn.Module:
-    """A copy of `model` (eval mode, CPU) with every `nn.Linear` replaced by its dynamic int8 version.
-    The embeddings and LayerNorms stay float32. The original is left untouched."""
+def quantize_dynamic(model: nn.Module, per_channel: bool = True, embeddings: bool = True) -> nn.Module:
+    """A copy of `model` (eval mode, CPU) with every `nn.Linear` replaced by its dynamic int8 version:
+    int8 weights with one scale per output row (`per_channel`, the default) or per matrix, activations
+    quantised on the fly per batch. With `embeddings`, the embedding tables are stored as int8 too
+    (weight-only, one scale and offset per row; looked up, then dequantised). LayerNorms stay float32.
+    The original is left untouched. The defaults are chosen in chapter 10 on the validation split."""
     import copy
+
+    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                       per_channel_dynamic_qconfig)
 
     if is_quantized(model):
         raise ValueError("the model is already quantised")
+    spec: Dict[type, object] = {nn.Linear: per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig}
+    if embeddings:
+        spec[nn.Embedding] = float_qparams_weight_only_qconfig
     model = copy.deepcopy(model).cpu().eval()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 @contextlib.contextmanager
@@ -107,19 +117,26 @@ def export_onnx(model: nn.Module, path: str, example: Optional[Mapping[str, Tens
         program = torch.onnx.export(_Logits(model), args, input_names=["input_ids", "attention_mask"],
                                     output_names=["logits"], dynamo=True, verbose=False,
                                     dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    # The exporter records each node's Python stack trace (with this machine's file paths) and FX
+    # node: debugging aids that make the file's size depend on where bertbook is installed.
+    for graph in (program.model.graph, *program.model.functions.values()):
+        for node in graph:
+            node.metadata_props.clear()
     program.save(path)
     return path
 
 
-def quantize_onnx(src: str, dst: str) -> str:
-    """ONNX Runtime's dynamic int8 quantisation of the float32 model at `src`, written to `dst`."""
+def quantize_onnx(src: str, dst: str, per_channel: bool = True) -> str:
+    """ONNX Runtime's dynamic int8 quantisation of the float32 model at `src`, written to `dst`: the
+    weights of every MatMul with a constant weight and the embedding tables (Gather) as int8, one
+    scale per output column (`per_channel`) or per tensor; activations quantised per batch."""
     _require("onnxruntime", "ONNX quantisation")
     from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
 
     if not os.path.exists(src):
         raise FileNotFoundError(f"no ONNX model at {src!r}: export one first (export_onnx)")
     with _quiet():
-        ort_quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        ort_quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel)
     return dst
 
 
@@ -165,32 +182,33 @@ def export_onnx_model(name: str, out_dir: str, scale=None, cache_dir: Optional[s
 
 
 def compress(scale=None, cache_dir: Optional[str] = None, progress: bool = True,
-             min_run_time: float = 1.0, out_dir: Optional[str] = None) -> Dict[str, object]:
+             min_run_time: float = 1.0, out_dir: Optional[str] = None, rounds: int = 3) -> Dict[str, object]:
     """`bertbook compress --json`: the fine-tuned teacher and the distilled student of chapter 7, each
     as fp32, torch int8, ONNX and ONNX int8, with test accuracy, MB on disk and CPU latency at
-    batch 1 (real reviews) and 32 × 64, all measured in this call. The models are timed in turn."""
+    batch 1 (real reviews) and 32 × 64, all measured in this call. The eight variants are timed in
+    turn, `rounds` times over (see `benchmark.measure_all`)."""
     from . import pipeline
-    from .benchmark import measure, size_mb, torch_predict
+    from .benchmark import measure_all, size_mb, torch_predict
 
     cfg = pipeline._config(scale)
     data = pipeline.classification_data(cfg)
     models = {"teacher": pipeline.finetuned_teacher(cfg, cache_dir, progress=progress)[0],
               "student": pipeline.finetuned_student(cfg, cache_dir, progress=progress)[0]}
     vocab = models["teacher"].config.vocab_size
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         where = out_dir or tmp
+        variants = {}
         for name, model in models.items():
             model = model.cpu().eval()
             quantized = quantize_dynamic(model)
             onnx_path = export_onnx(model, os.path.join(where, f"{name}.onnx"))
             onnx_int8 = quantize_onnx(onnx_path, os.path.join(where, f"{name}-int8.onnx"))
-            variants = {"fp32": (torch_predict(model), size_mb(model)),
-                        "int8": (torch_predict(quantized), size_mb(quantized)),
-                        "onnx": (OnnxClassifier(onnx_path), size_mb(onnx_path)),
-                        "onnx-int8": (OnnxClassifier(onnx_int8), size_mb(onnx_int8))}
-            for fmt, (predict, mb) in variants.items():
-                rows.append(measure(predict, mb, data.test_batches, vocab, min_run_time=min_run_time,
-                                    shape=tuple(cfg.latency_batch), model=name, format=fmt))
+            variants[(name, "fp32")] = (torch_predict(model), size_mb(model))
+            variants[(name, "int8")] = (torch_predict(quantized), size_mb(quantized))
+            variants[(name, "onnx")] = (OnnxClassifier(onnx_path), size_mb(onnx_path))
+            variants[(name, "onnx-int8")] = (OnnxClassifier(onnx_int8), size_mb(onnx_int8))
+        rows = measure_all(variants, data.test_batches, vocab,
+                           min_run_time=min_run_time, shape=tuple(cfg.latency_batch), rounds=rounds)
+    rows = [{"model": name, "format": fmt, **row} for (name, fmt), row in zip(variants, rows)]
     return {"rows": rows, "threads": torch.get_num_threads(), "scale": cfg.name,
-            "batch_shape": list(cfg.latency_batch)}
+            "batch_shape": list(cfg.latency_batch), "rounds": rounds, "min_run_time": min_run_time}

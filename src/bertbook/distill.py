@@ -8,8 +8,7 @@ wrong answers are "nearly right". The KL term is multiplied by T² because its g
 from __future__ import annotations
 
 import time
-from collections import Counter
-from typing import Dict, Iterable, List, Mapping, Optional, Union
+from typing import Dict, Iterable, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +18,7 @@ from .bert import BertForPreTraining
 from .distilbert import DistilBertForMaskedLM
 from .masking import IGNORE_INDEX
 from . import distributed as dist
-from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
-
-History = Dict[str, List[float]]
+from .training import History, RunningMetrics, TrainStep, cycle, maybe_compile, seed_everything, to_device
 
 
 def check_temperature(temperature: float) -> None:
@@ -152,19 +149,17 @@ def distill(
     teacher_needed = alpha_ce > 0 or alpha_cos > 0
     dist.check_grad_accum(grad_accum)
     seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
-    opt = Optimizer(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
+    opt = TrainStep(student, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     # Frozen by running it under no_grad, not by requires_grad_(False): the caller's teacher keeps its flags.
     teacher.to(opt.device).eval()
     student.to(opt.device).train()
     run = dist.wrap(maybe_compile(student, compile), opt.device)
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
-    window: Dict[str, float] = Counter()
-    sums = ("loss", "ce", "mlm", "cos", "correct", "masked")
+    metrics = RunningMetrics(steps, ("loss", "ce", "mlm", "cos", "correct", "masked"), log_every, "distill", progress)
     world = dist.world_size()
     t0 = time.perf_counter()
     batches = cycle(train_batches)
-    from tqdm.auto import tqdm
-    for step in tqdm(range(1, steps + 1), desc="distill", disable=not (progress and dist.is_main()), leave=False):
+    for step in range(1, steps + 1):
         batch = next(batches)
         # The global batch's counts: each micro-batch's mean losses are weighted by its share
         # (0-d tensors, 1.0 when one process takes the whole batch: the loss is then bit for bit
@@ -199,22 +194,19 @@ def distill(
                         loss = alpha_mlm * parts["mlm"] * w_lab
                 opt.backward(loss)
             with torch.no_grad():
-                window["loss"] += float(loss) / world
-                window["ce"] += float(parts["ce"] * w_lab) / world
-                window["mlm"] += float(parts["mlm"] * w_lab) / world
-                window["cos"] += float(parts["cos"] * w_tok) / world
-                window["correct"] += (s.logits.argmax(-1) == labels[selected]).sum().item()
-                window["masked"] += int(selected.sum())
+                metrics.add(loss=float(loss) / world, ce=float(parts["ce"] * w_lab) / world,
+                            mlm=float(parts["mlm"] * w_lab) / world, cos=float(parts["cos"] * w_tok) / world,
+                            correct=(s.logits.argmax(-1) == labels[selected]).sum().item(),
+                            masked=int(selected.sum()))
         opt.update()
-        window["n"] += 1
-        if step % log_every == 0 or step == steps:
-            total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
+        total = metrics.end_step(step)
+        if total is not None:
             hist["step"].append(step)
             for k in ("loss", "ce", "mlm", "cos"):
-                hist[k].append(total[k] / window["n"])
+                hist[k].append(total[k] / total["n"])
             hist["mlm_accuracy"].append(total["correct"] / max(total["masked"], 1))
             hist["lr"].append(opt.lr)
-            window = Counter()
+    metrics.bar.close()
     hist["seconds"] = [time.perf_counter() - t0]
     student.eval()
     return hist

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -22,10 +21,9 @@ from torch import Tensor, nn
 from .bert import BertForSequenceClassification, BertModel
 from .distill import check_temperature, classification_kd_loss, soft_target_loss
 from . import distributed as dist
-from .training import Optimizer, seed_everything, to_device
+from .training import History, RunningMetrics, TrainStep, seed_everything, to_device
 
 Batch = Dict[str, Tensor]
-History = Dict[str, List[float]]
 
 
 def encode_texts(texts: Sequence[str], tokenizer, max_length: int = 64) -> List[List[int]]:
@@ -223,7 +221,7 @@ def finetune(
     seed_everything(seed + dist.rank())  # dropout differs per rank; the batch order has its own generator
     n_labelled, n_transfer = len(train_batches), len(transfer_batches)
     steps = epochs * (n_labelled + n_transfer)
-    opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
+    opt = TrainStep(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     if teacher is not None and teacher.config.num_labels != model.config.num_labels:
         raise ValueError(f"teacher has {teacher.config.num_labels} labels, student {model.config.num_labels}")
     if teacher is not None and teacher_logits is None:
@@ -241,11 +239,8 @@ def finetune(
     world = dist.world_size()
     g = torch.Generator().manual_seed(seed)
     hist: History = {k: [] for k in ("step", "loss", "accuracy", "lr")}
-    window: Dict[str, float] = Counter()
-    sums = ("loss", "correct", "seen")
     step, t0 = 0, time.perf_counter()
-    from tqdm.auto import tqdm
-    with tqdm(total=steps, desc="finetune", disable=not (progress and dist.is_main()), leave=False) as bar:
+    with RunningMetrics(steps, ("loss", "correct", "seen"), log_every, "finetune", progress) as metrics:
         for _ in range(epochs):
             # One stream: positions < n_labelled are labelled batches, the rest transfer batches.
             for i in torch.randperm(n_labelled + n_transfer, generator=g).tolist():
@@ -265,21 +260,18 @@ def finetune(
                             loss = batch_loss(logits, micro, None if rows is None else rows[micro["index"]],
                                               alpha, temperature, pseudo_labels) * w
                         opt.backward(loss)
-                    window["loss"] += loss.item() / world
+                    metrics.add(loss=loss.item() / world)
                     if "labels" in micro:
-                        window["correct"] += int((logits.argmax(-1) == micro["labels"]).sum())
-                        window["seen"] += micro["labels"].numel()
+                        metrics.add(correct=int((logits.argmax(-1) == micro["labels"]).sum()),
+                                    seen=micro["labels"].numel())
                 opt.update()
                 step += 1
-                window["n"] += 1
-                if step % log_every == 0 or step == steps:
-                    total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
+                total = metrics.end_step(step)
+                if total is not None:
                     hist["step"].append(step)
-                    hist["loss"].append(total["loss"] / window["n"])
+                    hist["loss"].append(total["loss"] / total["n"])
                     hist["accuracy"].append(total["correct"] / total["seen"] if total["seen"] else float("nan"))
                     hist["lr"].append(opt.lr)
-                    window = Counter()
-                bar.update(1)
     hist["seconds"] = [time.perf_counter() - t0]
     model.eval()
     return hist

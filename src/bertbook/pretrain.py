@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections import Counter
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,15 +19,9 @@ from torch import Tensor
 from . import distributed as dist
 from .bert import BertForPreTraining
 from .masking import IGNORE_INDEX
-from .training import Optimizer, cycle, maybe_compile, seed_everything, to_device
+from .training import History, RunningMetrics, TrainStep, cycle, maybe_compile, seed_everything, to_device
 
-History = Dict[str, List[float]]
 Batch = Mapping[str, Tensor]
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def _check_pretraining_batch(batch: Batch) -> None:
@@ -71,17 +65,16 @@ def pretrain(
         raise TypeError(f"pretrain expects a BertForPreTraining, got {type(model).__name__}")
     dist.check_grad_accum(grad_accum)
     seed_everything(seed + dist.rank())  # dropout differs per rank; the data has its own generators
-    opt = Optimizer(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
+    opt = TrainStep(model, steps, lr, warmup, weight_decay, max_grad_norm, device, amp)
     model.to(opt.device).train()
     run = dist.wrap(maybe_compile(model, compile), opt.device)
     hist: History = {k: [] for k in ("step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy",
                                      "nsp_accuracy", "lr", "eval_step")}
-    window: Dict[str, float] = Counter()
-    sums = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_n", "nsp_correct", "nsp_n")
     tokens, t0 = 0, time.perf_counter()
     batches = cycle(train_batches)
     world = dist.world_size()
-    with _progress(steps, "pretrain", progress and dist.is_main()) as bar:
+    sums = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_n", "nsp_correct", "nsp_n")
+    with RunningMetrics(steps, sums, log_every, "pretrain", progress) as metrics:
         for step in range(1, steps + 1):
             batch = next(batches)
             _check_pretraining_batch(batch)
@@ -108,21 +101,17 @@ def pretrain(
                             loss = mlm + nsp
                     opt.backward(loss)
                 with torch.no_grad():  # running metrics, read off tensors we already have
-                    window["mlm_correct"] += (out.logits.argmax(-1) == labels).sum().item()
-                    window["mlm_n"] += labels.numel()
+                    metrics.add(mlm_correct=(out.logits.argmax(-1) == labels).sum().item(), mlm_n=labels.numel())
                     if out.nsp_loss is not None:
                         nsl = micro["next_sentence_label"]
-                        window["nsp_correct"] += (out.seq_relationship_logits.argmax(-1) == nsl).sum().item()
-                        window["nsp_n"] += nsl.numel()
-                        window["nsp_loss"] += nsp.item() / world
-                    window["loss"] += loss.item() / world
-                    window["mlm_loss"] += mlm.item() / world
+                        metrics.add(nsp_correct=(out.seq_relationship_logits.argmax(-1) == nsl).sum().item(),
+                                    nsp_n=nsl.numel(), nsp_loss=nsp.item() / world)
+                    metrics.add(loss=loss.item() / world, mlm_loss=mlm.item() / world)
                 tokens += int(micro["attention_mask"].sum())
             opt.update()
-            window["n"] += 1
-            if step % log_every == 0 or step == steps:
-                n = window["n"]
-                total = dict(zip(sums, dist.all_reduce_sum([window[k] for k in sums])))
+            total = metrics.end_step(step)
+            if total is not None:
+                n = total["n"]
                 hist["step"].append(step)
                 hist["loss"].append(total["loss"] / n)
                 hist["mlm_loss"].append(total["mlm_loss"] / n)
@@ -130,8 +119,7 @@ def pretrain(
                 hist["mlm_accuracy"].append(total["mlm_correct"] / max(total["mlm_n"], 1))
                 hist["nsp_accuracy"].append(total["nsp_correct"] / max(total["nsp_n"], 1))
                 hist["lr"].append(opt.lr)
-                bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", mlm_acc=f"{hist['mlm_accuracy'][-1]:.3f}")
-                window = Counter()
+                metrics.bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", mlm_acc=f"{hist['mlm_accuracy'][-1]:.3f}")
             if eval_batches is not None and ((eval_every and step % eval_every == 0) or step == steps):
                 if dist.is_main():  # the bare model: DDP's forward would wait for the other ranks
                     for k, v in evaluate_pretraining(model, eval_batches, opt.device, mask_token_id).items():
@@ -139,7 +127,6 @@ def pretrain(
                     hist["eval_step"].append(step)
                     model.train()
                 dist.barrier()
-            bar.update(1)
     (tokens,) = dist.all_reduce_sum([tokens])
     seconds = time.perf_counter() - t0
     hist["seconds"] = [seconds]

@@ -1,24 +1,30 @@
 """What every training loop of the book shares: AdamW with warm-up and linear decay, mixed
 precision (bf16 autocast, or fp16 with a gradient scaler on GPUs without bf16), gradient
-clipping, batches moved to the device, and seeding.
+clipping, batches moved to the device, seeding, and the running metrics with their progress bar.
 
-`Optimizer` bundles these so that `pretrain`, `distill` and `finetune` each read as
-"compute the loss, call `opt.step(loss)`".
+`TrainStep` bundles one optimiser step's machinery so that `pretrain`, `distill` and `finetune`
+each read as "compute the loss, call `opt.step(loss)`"; `RunningMetrics` is what they log.
 """
 from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Union
+from collections import Counter
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from . import distributed as dist
 from .device import autocast, autocast_dtype, get_device, needs_grad_scaler
+
+History = Dict[str, List[float]]  # what a training loop returns: one list per metric
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python and torch (CPU and CUDA) so that runs are reproducible."""
+    """Seed python and torch (CPU and CUDA) so that runs are reproducible. Two lines of our own
+    rather than `transformers.set_seed` (which seeds the same generators, plus NumPy's, which no
+    loop here draws from): they let a wrong seed (a float, a bool, a string) fail with a clear message."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
@@ -52,11 +58,12 @@ def param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class Optimizer:
+class TrainStep:
     """AdamW + `get_linear_schedule_with_warmup` + clipping + (bf16 | fp16 + GradScaler) autocast.
 
-    Use `with opt.autocast(): loss = ...` then `opt.step(loss)`; with gradient accumulation,
-    `opt.backward(loss)` for each micro-batch, then `opt.update()`.
+    Not just an optimiser: one training step's whole machinery. Use `with opt.autocast(): loss = ...`
+    then `opt.step(loss)`; with gradient accumulation, `opt.backward(loss)` for each micro-batch,
+    then `opt.update()`.
     """
 
     def __init__(self, model: nn.Module, steps: int, lr: float, warmup: float = 0.1,
@@ -109,6 +116,45 @@ class Optimizer:
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+
+class RunningMetrics:
+    """The sums a training loop adds up between two logging steps, and its progress bar.
+
+    `add(name=value, ...)` after each micro-batch; `end_step(step)` after each optimiser step
+    returns None, or, every `log_every` steps and at the last, the window's `sums` added over the
+    processes (under torchrun) plus `n`, the steps in the window, and starts a new window. Use it
+    as a context manager (the bar closes at the end)."""
+
+    def __init__(self, steps: int, sums: Sequence[str], log_every: int = 10, desc: str = "train",
+                 progress: bool = True):
+        from tqdm.auto import tqdm
+
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ValueError(f"log_every must be a positive int, got {log_every!r}")
+        self.steps, self.sums, self.log_every = steps, tuple(sums), log_every
+        self.window: Dict[str, float] = Counter()
+        self.bar = tqdm(total=steps, desc=desc, disable=not (progress and dist.is_main()), leave=False)
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.window[k] += v
+
+    def end_step(self, step: int) -> Optional[Dict[str, float]]:
+        self.window["n"] += 1
+        self.bar.update(1)
+        if step % self.log_every and step != self.steps:
+            return None
+        total = dict(zip(self.sums, dist.all_reduce_sum([self.window[k] for k in self.sums])))
+        total["n"] = self.window["n"]
+        self.window = Counter()
+        return total
+
+    def __enter__(self) -> "RunningMetrics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:

@@ -1,0 +1,44 @@
+"""The package itself: what `import bertbook` costs, and where its version comes from."""
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import bertbook
+from bertbook import cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_bertbook_does_not_import_transformers():
+    code = ("import sys, bertbook, bertbook.attention, bertbook.exercises\n"
+            "assert 'transformers' not in sys.modules, 'transformers imported by import bertbook'\n"
+            "bertbook.save_pretrained, bertbook.load_minilm  # the lazy exports still work\n"
+            "assert 'transformers' in sys.modules\n"
+            "assert {'save_pretrained', 'load_minilm', 'hf'} <= set(dir(bertbook))\n"
+)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_submodule_hf_is_an_attribute_as_before():
+    code = "import bertbook\nbertbook.hf.hf_config, bertbook.hf.minilm_dir, bertbook.load_minilm\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    try:
+        bertbook.no_such_thing
+    except AttributeError as e:
+        assert "no_such_thing" in str(e)
+    else:
+        raise AssertionError("expected an AttributeError")
+
+
+def test_the_version_lives_in_pyproject_only():
+    declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert bertbook.__version__ == declared == importlib.metadata.version("bertbook")
+    assert cache.package_version() == declared  # the cache keys use it
+    assert '__version__ = "' not in (ROOT / "src" / "bertbook" / "__init__.py").read_text()
