@@ -115,6 +115,20 @@ def _median_iqr(xs: Sequence[float]) -> Tuple[float, float]:
     return q2, q3 - q1
 
 
+def time_in_turn(jobs: Mapping[Any, Tuple[Predict, Sequence[Batch]]], rounds: int = 1,
+                 threads: Optional[int] = None, min_run_time: float = 1.0) -> Dict[Any, List[Dict[str, Any]]]:
+    """Time every job (key -> (predict, batches)) with `latency`, one after the other, `rounds`
+    times over, so that a busy spell of the machine slows them alike: key -> one `latency` result
+    per round."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    results: Dict[Any, List[Dict[str, Any]]] = {key: [] for key in jobs}
+    for _ in range(rounds):
+        for key, (predict, batches) in jobs.items():
+            results[key].append(latency(predict, batches, threads, min_run_time))
+    return results
+
+
 def measure_all(variants: Mapping[Any, Tuple[Predict, float]], test_batches: Sequence[Batch], vocab_size: int,
                 threads: Optional[int] = None, min_run_time: float = 1.0, shape: Tuple[int, int] = (32, 64),
                 rounds: int = 1) -> List[Dict[str, Any]]:
@@ -123,19 +137,14 @@ def measure_all(variants: Mapping[Any, Tuple[Predict, float]], test_batches: Seq
     shape, so that rows of every scale have the same keys). The variants are timed in turn, `rounds`
     times over; `ms_*` is the median and `ms_*_iqr` the interquartile range of all the timed blocks
     of all rounds, `ms_*_rounds` each round's median."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    b1, b32 = single_reviews(test_batches), [fixed_batch(vocab_size, *shape)]
-    times: Dict[Any, Dict[str, List]] = {k: {"batch1": [], "batch32": []} for k in variants}
-    for _ in range(rounds):
-        for key, (predict, _) in variants.items():
-            for label, batches in (("batch1", b1), ("batch32", b32)):
-                t = latency(predict, batches, threads, min_run_time)
-                times[key][label].append(t)
+    shapes = {"batch1": single_reviews(test_batches), "batch32": [fixed_batch(vocab_size, *shape)]}
+    times = time_in_turn({(key, label): (predict, batches) for key, (predict, _) in variants.items()
+                          for label, batches in shapes.items()}, rounds, threads, min_run_time)
     rows = []
     for key, (predict, mb) in variants.items():
         row: Dict[str, Any] = {"accuracy": accuracy(predict, test_batches), "mb": mb}
-        for label, ts in times[key].items():
+        for label in shapes:
+            ts = times[(key, label)]
             median, iqr = _median_iqr([x for t in ts for x in t["times_ms"]])
             row.update({f"ms_{label}": median, f"ms_{label}_iqr": iqr,
                         f"ms_{label}_rounds": [t["median_ms"] for t in ts]})

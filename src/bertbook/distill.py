@@ -155,58 +155,58 @@ def distill(
     student.to(opt.device).train()
     run = dist.wrap(maybe_compile(student, compile), opt.device)
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "mlm_accuracy", "lr")}
-    metrics = RunningMetrics(steps, ("loss", "ce", "mlm", "cos", "correct", "masked"), log_every, "distill", progress)
     world = dist.world_size()
     t0 = time.perf_counter()
     batches = cycle(train_batches)
-    for step in range(1, steps + 1):
-        batch = next(batches)
-        # The global batch's counts: each micro-batch's mean losses are weighted by its share
-        # (0-d tensors, 1.0 when one process takes the whole batch: the loss is then bit for bit
-        # `triple_loss`'s own).
-        n_labelled = (batch["labels"] != IGNORE_INDEX).sum()
-        n_tokens = batch["attention_mask"].sum()
-        micros = dist.micro_batches(batch, grad_accum)
-        for a, micro in enumerate(micros):
-            micro = to_device(micro, opt.device)
-            labels, mask = micro["labels"], micro["attention_mask"]
-            selected = labels != IGNORE_INDEX
-            w_lab = dist.share(selected.sum().cpu(), n_labelled).to(opt.device)
-            w_tok = dist.share(mask.sum().cpu(), n_tokens).to(opt.device)
-            with dist.no_sync(run, a < len(micros) - 1):
-                with opt.autocast():
-                    s = run(micro["input_ids"], mask, labels=labels)
-                    if teacher_needed:
-                        with torch.no_grad():
-                            t = teacher(micro["input_ids"], mask, micro.get("token_type_ids"), labels=labels)
-                        parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state,
-                                            t.last_hidden_state, mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
-                    else:  # MLM alone (the control): the teacher's forward pass would be thrown away
-                        zero = s.mlm_loss.new_zeros(())
-                        parts = {"ce": zero, "mlm": s.mlm_loss, "cos": zero}
-                    if not bool(selected.any()):  # no masked position here: add 0, through the graph
-                        parts = {**parts, "ce": s.logits.sum() * 0.0, "mlm": s.logits.sum() * 0.0}
-                    # triple_loss's sum, each part weighted by this micro-batch's share of the global batch
-                    if teacher_needed:
-                        loss = (alpha_ce * parts["ce"] * w_lab + alpha_mlm * parts["mlm"] * w_lab
-                                + alpha_cos * parts["cos"] * w_tok)
-                    else:
-                        loss = alpha_mlm * parts["mlm"] * w_lab
-                opt.backward(loss)
-            with torch.no_grad():
-                metrics.add(loss=float(loss) / world, ce=float(parts["ce"] * w_lab) / world,
-                            mlm=float(parts["mlm"] * w_lab) / world, cos=float(parts["cos"] * w_tok) / world,
-                            correct=(s.logits.argmax(-1) == labels[selected]).sum().item(),
-                            masked=int(selected.sum()))
-        opt.update()
-        total = metrics.end_step(step)
-        if total is not None:
-            hist["step"].append(step)
-            for k in ("loss", "ce", "mlm", "cos"):
-                hist[k].append(total[k] / total["n"])
-            hist["mlm_accuracy"].append(total["correct"] / max(total["masked"], 1))
-            hist["lr"].append(opt.lr)
-    metrics.bar.close()
+    sums = ("loss", "ce", "mlm", "cos", "correct", "masked")
+    with RunningMetrics(steps, sums, log_every, "distill", progress) as metrics:
+        for step in range(1, steps + 1):
+            batch = next(batches)
+            # The global batch's counts: each micro-batch's mean losses are weighted by its share
+            # (0-d tensors, 1.0 when one process takes the whole batch: the loss is then bit for bit
+            # `triple_loss`'s own).
+            n_labelled = (batch["labels"] != IGNORE_INDEX).sum()
+            n_tokens = batch["attention_mask"].sum()
+            micros = dist.micro_batches(batch, grad_accum)
+            for a, micro in enumerate(micros):
+                micro = to_device(micro, opt.device)
+                labels, mask = micro["labels"], micro["attention_mask"]
+                selected = labels != IGNORE_INDEX
+                w_lab = dist.share(selected.sum().cpu(), n_labelled).to(opt.device)
+                w_tok = dist.share(mask.sum().cpu(), n_tokens).to(opt.device)
+                with dist.no_sync(run, a < len(micros) - 1):
+                    with opt.autocast():
+                        s = run(micro["input_ids"], mask, labels=labels)
+                        if teacher_needed:
+                            with torch.no_grad():
+                                t = teacher(micro["input_ids"], mask, micro.get("token_type_ids"), labels=labels)
+                            parts = triple_loss(s.logits, t.logits, s.mlm_loss, s.last_hidden_state,
+                                                t.last_hidden_state, mask, temperature, alpha_ce, alpha_mlm, alpha_cos)
+                        else:  # MLM alone (the control): the teacher's forward pass would be thrown away
+                            zero = s.mlm_loss.new_zeros(())
+                            parts = {"ce": zero, "mlm": s.mlm_loss, "cos": zero}
+                        if not bool(selected.any()):  # no masked position here: add 0, through the graph
+                            parts = {**parts, "ce": s.logits.sum() * 0.0, "mlm": s.logits.sum() * 0.0}
+                        # triple_loss's sum, each part weighted by this micro-batch's share of the global batch
+                        if teacher_needed:
+                            loss = (alpha_ce * parts["ce"] * w_lab + alpha_mlm * parts["mlm"] * w_lab
+                                    + alpha_cos * parts["cos"] * w_tok)
+                        else:
+                            loss = alpha_mlm * parts["mlm"] * w_lab
+                    opt.backward(loss)
+                with torch.no_grad():
+                    metrics.add(loss=float(loss) / world, ce=float(parts["ce"] * w_lab) / world,
+                                mlm=float(parts["mlm"] * w_lab) / world, cos=float(parts["cos"] * w_tok) / world,
+                                correct=(s.logits.argmax(-1) == labels[selected]).sum().item(),
+                                masked=int(selected.sum()))
+            opt.update()
+            total = metrics.end_step(step)
+            if total is not None:
+                hist["step"].append(step)
+                for k in ("loss", "ce", "mlm", "cos"):
+                    hist[k].append(total[k] / total["n"])
+                hist["mlm_accuracy"].append(total["correct"] / max(total["masked"], 1))
+                hist["lr"].append(opt.lr)
     hist["seconds"] = [time.perf_counter() - t0]
     student.eval()
     return hist

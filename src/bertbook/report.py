@@ -9,12 +9,12 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .benchmark import fixed_batch, latency
+from .benchmark import fixed_batch, time_in_turn
 from .distilbert import default_student_layers
 from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
                        finetuned_student, finetuned_teacher, get_model, mlm_teacher, pretrained_teacher,
@@ -43,17 +43,11 @@ def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len:
     over all the timed blocks. Afterwards each model is back on its device, in its mode."""
     if not models:
         raise ValueError("measure_latency got no models")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
     batch = fixed_batch(min(m.config.vocab_size for m in models.values()), batch_size, seq_len, seed)
-    times: Dict[str, List[float]] = {name: [] for name in models}
     with _on_cpu_in_eval(list(models.values())):
-        for _ in range(rounds):
-            for name, m in models.items():
-                def forward(b, m=m):
-                    return m(b["input_ids"], b["attention_mask"])
-                times[name] += latency(forward, [batch], min_run_time=min_run_time)["times_ms"]
-    return {name: statistics.median(t) / 1000 for name, t in times.items()}
+        times = time_in_turn({name: (lambda b, m=m: m(b["input_ids"], b["attention_mask"]), [batch])
+                              for name, m in models.items()}, rounds, min_run_time=min_run_time)
+    return {name: statistics.median(x for t in ts for x in t["times_ms"]) / 1000 for name, ts in times.items()}
 
 
 def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = True,
