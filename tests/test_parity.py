@@ -143,6 +143,18 @@ def test_save_and_load_hf_directory(tmp_path):
         assert (back(ids).logits - model(ids).logits).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("cls", [bb.DistilBertForMaskedLM, bb.BertForPreTraining], ids=lambda c: c.__name__)
+def test_saved_tokenizer_gives_what_the_model_takes(tmp_path, cls):
+    """DistilBERT has no segment embeddings: its saved tokenizer must not return token_type_ids
+    (transformers 4.x's DistilBERT forward rejects them, and `pipeline` passes them on); BERT's does.
+    The caller's tokenizer is left as it was."""
+    tok = transformers.BertTokenizerFast(tokenizer_object=_tiny_tokenizer())
+    bb.save_pretrained(cls(small_config(vocab_size=len(tok))).eval(), str(tmp_path), tokenizer=tok)
+    saved = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert ("token_type_ids" in saved("the cat sat")) == (cls is bb.BertForPreTraining)
+    assert "token_type_ids" in tok("the cat sat")
+
+
 def _tiny_tokenizer():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
+import json
 import os
 import re
 from typing import Dict, Iterator, Optional, Tuple, Type
@@ -224,7 +226,21 @@ def save_pretrained(model: PreTrainedModel, directory: str, tokenizer=None) -> s
     hf.save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+        if "token_type_ids" not in inspect.signature(hf.forward).parameters:
+            _drop_token_type_ids(directory)
     return directory
+
+
+def _drop_token_type_ids(directory: str) -> None:
+    """DistilBERT has no segment embeddings: a saved BERT tokenizer would still return
+    `token_type_ids`, which transformers 4.x's DistilBERT forward (and so its pipelines) rejects.
+    The saved tokenizer's `model_input_names` leave them out; the caller's tokenizer is untouched."""
+    path = os.path.join(directory, "tokenizer_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["model_input_names"] = ["input_ids", "attention_mask"]
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 def from_pretrained(directory: str, model_class: Optional[Type[PreTrainedModel]] = None) -> PreTrainedModel:
