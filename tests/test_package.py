@@ -42,3 +42,20 @@ def test_the_version_lives_in_pyproject_only():
     assert bertbook.__version__ == declared == importlib.metadata.version("bertbook")
     assert cache.package_version() == declared  # the cache keys use it
     assert '__version__ = "' not in (ROOT / "src" / "bertbook" / "__init__.py").read_text()
+
+
+
+def test_the_floors_file_pins_exactly_the_declared_floors():
+    """requirements-floors.txt (what the floors job installs) pins each `>=` floor of pyproject.toml's
+    dependencies, and gensim's of the [book] extra, at exactly that release."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(line.split("==") for line in (ROOT / "requirements-floors.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    book = [r for r in project["optional-dependencies"]["book"] if r.startswith("gensim")]
+    for req in project["dependencies"] + book:
+        name, sep, floor = req.partition(">=")
+        assert sep, f"{req}: every dependency declares a floor"
+        name = name.strip().lower()
+        assert name in pins, f"requirements-floors.txt does not pin {name}"
+        assert pins[name] in (floor, floor + ".0"), (name, pins[name], floor)
