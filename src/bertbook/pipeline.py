@@ -109,6 +109,18 @@ def _pretraining_info(ev: Dict[str, float], data: PretrainingData) -> Info:
     return info
 
 
+def _pretrain_with(model: BertForPreTraining, s: Any, data: PretrainingData, cfg: ScaleConfig,
+                   progress: bool) -> Tuple[BertForPreTraining, Info]:
+    """Train `model` with MLM + NSP by the settings `s` (a PretrainSettings or MLMTeacherSettings)
+    on `data`; the model and its info (held-out metrics, history, provenance)."""
+    hist = pretrain(model, data.loader(s.batch_size, s.seed), s.steps, lr=s.lr, warmup=s.warmup,
+                    weight_decay=s.weight_decay, eval_batches=data.eval_batches, eval_every=s.eval_every,
+                    mask_token_id=data.mask_token_id, compile=cfg.compile, grad_accum=cfg.grad_accum,
+                    seed=s.seed, progress=progress)
+    return model, {**_pretraining_info(data.evaluate(model), data),
+                   "history": hist, **dist.provenance(s.batch_size, cfg.grad_accum)}
+
+
 def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
                        progress: bool = True) -> Tuple[BertForPreTraining, Info]:
     """BERT pretrained from scratch (MLM + NSP), chapter 5. info: `heldout_mask_accuracy` (at the
@@ -122,13 +134,7 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
     def build():
         seed_everything(p.seed)
         model = BertForPreTraining(p.model_config(len(data.tokenizer)))
-        hist = pretrain(model, data.loader(p.batch_size, p.seed), p.steps, lr=p.lr, warmup=p.warmup,
-                        weight_decay=p.weight_decay, eval_batches=data.eval_batches,
-                        eval_every=p.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
-                        grad_accum=cfg.grad_accum,
-                        seed=p.seed, progress=progress)
-        return model, {**_pretraining_info(data.evaluate(model), data),
-                       "history": hist, **dist.provenance(p.batch_size, cfg.grad_accum)}
+        return _pretrain_with(model, p, data, cfg, progress)
 
     return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
 
@@ -149,13 +155,7 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
         bert, _ = _minilm()
         model = BertForPreTraining(copy.deepcopy(bert.config))
         model.bert.load_state_dict(bert.state_dict())  # encoder and pooler; the heads stay fresh
-        hist = pretrain(model, data.loader(t.batch_size, t.seed), t.steps, lr=t.lr, warmup=t.warmup,
-                        weight_decay=t.weight_decay, eval_batches=data.eval_batches,
-                        eval_every=t.eval_every, mask_token_id=data.mask_token_id, compile=cfg.compile,
-                        grad_accum=cfg.grad_accum,
-                        seed=t.seed, progress=progress)
-        return model, {**_pretraining_info(data.evaluate(model), data),
-                       "history": hist, **dist.provenance(t.batch_size, cfg.grad_accum)}
+        return _pretrain_with(model, t, data, cfg, progress)
 
     return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
                    cache_dir, retrain)
