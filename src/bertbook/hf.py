@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import re
-from typing import Dict, Iterator, Optional, Tuple, Type
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Type
 
 import torch
 import transformers
@@ -227,18 +227,18 @@ def save_pretrained(model: PreTrainedModel, directory: str, tokenizer=None) -> s
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
         if "token_type_ids" not in inspect.signature(hf.forward).parameters:
-            _drop_token_type_ids(directory)
+            _drop_token_type_ids(directory, tokenizer.model_input_names)
     return directory
 
 
-def _drop_token_type_ids(directory: str) -> None:
+def _drop_token_type_ids(directory: str, input_names: Sequence[str]) -> None:
     """DistilBERT has no segment embeddings: a saved BERT tokenizer would still return
     `token_type_ids`, which transformers 4.x's DistilBERT forward (and so its pipelines) rejects.
     The saved tokenizer's `model_input_names` leave them out; the caller's tokenizer is untouched."""
     path = os.path.join(directory, "tokenizer_config.json")
     with open(path) as f:
         config = json.load(f)
-    config["model_input_names"] = ["input_ids", "attention_mask"]
+    config["model_input_names"] = [n for n in input_names if n != "token_type_ids"]
     with open(path, "w") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, replace
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ from torch import nn
 from . import distributed as dist
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
-from .configs import TRANSFER_FIELDS, FinetuneSettings, ScaleConfig
+from .configs import TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings, ScaleConfig
 from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher
 from .distill import distill
 from .finetune import classifier_from_pretrained, evaluate_classifier, finetune, predict_logits
@@ -109,10 +109,9 @@ def _pretraining_info(ev: Dict[str, float], data: PretrainingData) -> Info:
     return info
 
 
-def _pretrain_with(model: BertForPreTraining, s: Any, data: PretrainingData, cfg: ScaleConfig,
+def _pretrain_with(model: BertForPreTraining, s: Union[PretrainSettings, MLMTeacherSettings], data: PretrainingData, cfg: ScaleConfig,
                    progress: bool) -> Tuple[BertForPreTraining, Info]:
-    """Train `model` with MLM + NSP by the settings `s` (a PretrainSettings or MLMTeacherSettings)
-    on `data`; the model and its info (held-out metrics, history, provenance)."""
+    """Train `model` with MLM + NSP by the stage settings `s` on `data`; the model and its info (held-out metrics, history, provenance)."""
     hist = pretrain(model, data.loader(s.batch_size, s.seed), s.steps, lr=s.lr, warmup=s.warmup,
                     weight_decay=s.weight_decay, eval_batches=data.eval_batches, eval_every=s.eval_every,
                     mask_token_id=data.mask_token_id, compile=cfg.compile, grad_accum=cfg.grad_accum,
