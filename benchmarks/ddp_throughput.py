@@ -29,8 +29,7 @@ def worker(scale: str, steps: int, out: str) -> None:
     from bertbook.configs import get_scale_config
     from bertbook.pretrain import pretrain
 
-    dist.init()
-    try:
+    with dist.process_group():
         cfg = get_scale_config(scale)
         p = cfg.pretrain
         data = pipeline.pretraining_data(cfg)
@@ -44,8 +43,6 @@ def worker(scale: str, steps: int, out: str) -> None:
                            "global_batch": p.batch_size, "threads_per_process": torch.get_num_threads(),
                            "seconds": hist["seconds"][0], "tokens_per_second": hist["tokens_per_second"][0],
                            "final_loss": hist["loss"][-1]}, fh)
-    finally:
-        dist.shutdown()
 
 
 def free_port() -> int:

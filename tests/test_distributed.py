@@ -139,14 +139,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str, job: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    assert dist.init() and dist.world_size() == world
-    try:
+    with dist.process_group() as distributed:
+        assert distributed and dist.world_size() == world
         if job == "stage":
             _stage_job(rank, out_dir)
         else:
             torch.save(train(job), os.path.join(out_dir, f"{job}-rank{rank}.pt"))
-    finally:
-        dist.shutdown()
 
 
 def _stage_job(rank: int, cache_dir: str) -> None:
@@ -205,3 +203,34 @@ def test_torchrun_cli(tmp_path):
     (path,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("pretrain-")]
     _, info = load_checkpoint(str(path))
     assert info["world_size"] == 2 and info["global_batch_size"] == 8
+
+
+FAILING_RANK = """
+import sys, time
+import torch
+from bertbook import distributed as dist
+
+with dist.process_group():
+    if dist.rank() == 1:
+        raise RuntimeError("rank 1 fails")
+    dist.all_reduce_sum([1.0])  # rank 0 waits in a collective that rank 1 never joins
+print("rank 0 got past the collective")
+"""
+
+
+def test_failing_rank_leaves_at_once(tmp_path):
+    """A rank that raises inside `process_group` leaves without waiting at the success-path barrier,
+    so torchrun sees the failure and stops the other rank: the run fails in seconds, not after the
+    process group's 60-minute timeout."""
+    import time
+
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+           str(_free_port()), str(script)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode != 0 and "rank 1 fails" in done.stderr, done.stderr[-3000:]
+    assert "got past the collective" not in done.stdout
+    assert time.perf_counter() - t0 < 120, "a failing rank kept the run alive"

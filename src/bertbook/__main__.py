@@ -70,12 +70,8 @@ def _mlm_line(name: str, info: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    distributed = dist.init()  # under torchrun: join the process group; else nothing
-    try:
+    with dist.process_group():  # under torchrun: join the process group; else nothing
         return _run(args)
-    finally:
-        if distributed:
-            dist.shutdown()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -71,6 +71,28 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def process_group(timeout_minutes: float = 60.0) -> Iterator[bool]:
+    """`init()` for the block (yields whether distributed), then leave the group.
+
+    On success every rank meets at a barrier before the group is destroyed: a rank that finished
+    first must not tear down gloo's connections while another still uses them (seen as a SIGABRT
+    at exit, "terminate called without an active exception"). On an error the rank leaves at
+    once, without the barrier, so that torchrun sees it fail and stops the others instead of
+    leaving this one waiting for up to the timeout."""
+    if is_initialized():  # someone else's group: theirs to leave
+        yield True
+        return
+    distributed = init(timeout_minutes)
+    try:
+        yield distributed
+    except BaseException:
+        shutdown()
+        raise
+    barrier()
+    shutdown()
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
