@@ -206,8 +206,6 @@ def test_torchrun_cli(tmp_path):
 
 
 FAILING_RANK = """
-import sys, time
-import torch
 from bertbook import distributed as dist
 
 with dist.process_group():
