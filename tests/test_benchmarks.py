@@ -159,3 +159,23 @@ def test_ddp_throughput_runs_1_and_2_processes(tmp_path, monkeypatch):
     for r in res["rows"]:
         assert r["tokens_per_second"] > 0 and r["global_batch"] == 8 and r["steps"] == 2
         assert abs(r["tokens_per_second_per_process"] * r["processes"] - r["tokens_per_second"]) < 1e-6
+
+
+def test_scratch_distill_seeds_pairs_each_arm_with_the_control(tmp_path, monkeypatch):
+    import scratch_distill_seeds
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = scratch_distill_seeds.main(["--scale", "tiny", "--arms", "mlm-only", "attention", "--seeds", "0", "1",
+                                      "--finetune-seeds", "0", "--json"])
+    rows, control = res["arms"]["attention"]["rows"], res["arms"]["mlm-only"]["rows"]
+    assert [r["seed"] for r in rows] == [0, 1] and not any(r["cached"] for r in rows)
+    g = res["gains"]["attention"]
+    assert g["heldout"]["n"] == 2 and g["heldout"]["mean"] == pytest.approx(
+        sum(r["heldout"] - c["heldout"] for r, c in zip(rows, control)) / 2)
+    assert g["heldout_ratio_min"] == min(r["heldout"] / c["heldout"] for r, c in zip(rows, control))
+    down = res["downstream"]
+    assert len(down["attention"]) == 1 and 0 <= down["attention"][0]["test"] <= 1 and "attention" in down["gains"]
+    # seed 0 is the pipeline's own stage, cached under the chain's key
+    from bertbook import pipeline
+    from bertbook.configs import get_scale_config
+    _, info = pipeline.scratch_student(get_scale_config("tiny"), arm="attention", progress=False)
+    assert info["cached"] and info["heldout_mask_accuracy"] == rows[0]["heldout"]

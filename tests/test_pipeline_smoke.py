@@ -1,5 +1,5 @@
 """A seconds-long run of the whole chain on the tiny config: pretrain; MLM teacher -> distil (triple
-loss and MLM alone) -> fine-tune
+loss and MLM alone; from random weights: MLM alone, triple loss, attention transfer) -> fine-tune
 (MiniLM teacher, student with and without KD, with the transfer set and its pseudo-label control,
 control) -> export -> transformers.pipeline; then the same calls again load everything from the cache."""
 import json
@@ -10,7 +10,7 @@ import transformers
 
 from bertbook import pipeline, report
 from bertbook.__main__ import main
-from bertbook.configs import get_scale_config
+from bertbook.configs import CHAIN_SCRATCH_ARMS, get_scale_config
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,24 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     control, dmo = pipeline.distilled_student(cfg, cache_dir, mlm_only=True, progress=False)
     assert not dmo["cached"] and dmo["mlm_only"] and dmo["key"] != dis["key"]
     assert all(c == 0 for c in dmo["history"]["ce"]) and any(c > 0 for c in dis["history"]["ce"])
+    # The same shape from random weights, one stage per arm: nothing of the teacher in the weights
+    scratch = {arm: pipeline.scratch_student(cfg, cache_dir, arm, progress=False) for arm in CHAIN_SCRATCH_ARMS}
+    assert len({info["key"] for _, info in scratch.values()}) == 3
+    for arm, (model, info) in scratch.items():
+        assert not info["cached"] and info["arm"] == arm and model.config.num_hidden_layers == cfg.scratch.num_hidden_layers
+        assert not torch.equal(model.distilbert.embeddings.word_embeddings.weight,
+                               mlm_t.bert.embeddings.word_embeddings.weight)
+    h = {arm: info["history"] for arm, (_, info) in scratch.items()}
+    assert all(v == 0 for k in ("ce", "cos", "att", "val") for v in h["mlm-only"][k])
+    assert all(v > 0 for v in h["attention"]["att"]) and all(v > 0 for v in h["distilled"]["ce"])
+    # a weight an arm does not train on is not in its key; one it does is
+    for field, unchanged in (("alpha_att", ("mlm-only", "distilled")), ("alpha_ce", ("mlm-only", "attention"))):
+        other = get_scale_config("tiny", **{f"scratch__{field}": 0.5})
+        for arm in CHAIN_SCRATCH_ARMS:
+            same = pipeline.scratch_student(other, cache_dir, arm, progress=False)[1]["key"] == scratch[arm][1]["key"]
+            assert same == (arm in unchanged), (field, arm)
+    with pytest.raises(ValueError, match="valid arms"):
+        pipeline.scratch_student(cfg, cache_dir, "telepathy", progress=False)
     res = report.report(cfg, cache_dir, progress=False, latency_min_run_time=0.01, latency_rounds=1)
     for k in ("pretrain_heldout_mask_accuracy", "pretrain_unigram_mask_accuracy", "teacher_mlm_heldout_mask_accuracy",
               "teacher_mlm_heldout_nsp_accuracy", "distilled_heldout_mask_accuracy",
@@ -44,8 +62,12 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
               "unigram_baseline_accuracy", "teacher_accuracy",
               "student_accuracy", "student_no_kd_accuracy", "random_init_accuracy", "retention",
               "speedup", "teacher_parameters", "student_parameters", "student_transfer_accuracy",
-              "student_pseudo_label_accuracy", "transfer_examples"):
+              "student_pseudo_label_accuracy", "transfer_examples", "scratch_student_mlm_only_heldout_mask_accuracy",
+              "scratch_student_distilled_heldout_mask_accuracy",
+              "scratch_student_attention_transfer_heldout_mask_accuracy"):
         assert k in res
+    assert res["scratch_student_attention_transfer_heldout_mask_accuracy"] == \
+        scratch["attention"][1]["heldout_mask_accuracy"] and res["cached"]["scratch_attention"]
     assert res["transfer_examples"] == 48 and 0 <= res["student_transfer_accuracy"] <= 1
     assert res["cached"]["pretrain"] and res["cached"]["mlm_teacher"] and res["cached"]["distill"]
     assert res["cached"]["distill_mlm_only"] and not res["cached"]["teacher"]
@@ -86,7 +108,7 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
         assert torch.equal(v, w), k
     assert not all(torch.equal(v, w) for v, w in zip(soft.state_dict().values(), plain.state_dict().values()))
 
-    for name in ("pretrained", "mlm-teacher", "mlm-student"):
+    for name in ("pretrained", "mlm-teacher", "mlm-student", "scratch-student-attention"):
         out = str(tmp_path / name)
         report.export(name, out, cfg, cache_dir, progress=False)
         fill = transformers.pipeline("fill-mask", model=out, device="cpu")

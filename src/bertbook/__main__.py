@@ -13,7 +13,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .configs import SCALES, default_scale, get_scale_config
+from .configs import CHAIN_SCRATCH_ARMS, SCALES, default_scale, get_scale_config
 from . import distributed as dist
 from . import pipeline
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("pretrain", parents=[common], help="pretrain BERT from scratch (MLM + NSP)")
     sub.add_parser("distill", parents=[common],
                    help="continue MiniLM's pretraining with MLM + NSP heads (the MLM teacher), then distil it "
-                        "into a half-depth DistilBERT (triple loss) and train the MLM-only control")
+                        "into a half-depth DistilBERT (triple loss) and train the MLM-only control; then the same "
+                        "shape from random weights: MLM alone, the triple loss, attention transfer")
     sub.add_parser("finetune", parents=[common],
                    help="fine-tune MiniLM on Rotten Tomatoes; the student with and without KD, with the "
                         "transfer set (soft labels) and its pseudo-label control; the random-init control")
@@ -97,6 +98,9 @@ def _run(args: argparse.Namespace) -> int:
         for mlm_only in (False, True):
             _, info = pipeline.distilled_student(cfg, mlm_only=mlm_only, retrain=args.retrain, **kw)
             out(_mlm_line("student, MLM alone" if mlm_only else "student, triple loss", info))
+        for arm in CHAIN_SCRATCH_ARMS:
+            _, info = pipeline.scratch_student(cfg, arm=arm, retrain=args.retrain, **kw)
+            out(_mlm_line(f"random init, {arm}", info))
     elif args.command == "finetune":
         for name in ("teacher", "student", "student-no-kd", "student-transfer", "student-pseudo", "random-init"):
             if name == "teacher":

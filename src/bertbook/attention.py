@@ -118,3 +118,19 @@ class MultiHeadAttention(nn.Module):
             # The fused kernel (flash / memory-efficient on GPU) when no weights are needed.
             out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
         return self.out(self.merge_heads(out)), weights
+
+    def relations(self, x: Tensor, attention_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The heads' two self-relations as log-probabilities, without dropout (MiniLM, Wang et al.
+        2020): the attention distribution log softmax(q kᵀ / √d) and the value relation
+        log softmax(v vᵀ / √d). x: (B, L, D), the attention's input; attention_mask: (B, L).
+        Returns two (B, H, L, L) tensors; masked keys get the most negative finite log-probability."""
+        b, l, _ = x.shape
+        q, k, v = (self.split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+        out = []
+        for left, right in ((q, k), (v, v)):
+            scores = left @ right.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if attention_mask is not None:
+                keep = expand_padding_mask(attention_mask, b, l)
+                scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            out.append(scores.log_softmax(dim=-1))
+        return out[0], out[1]

@@ -94,6 +94,46 @@ class DistillSettings:
 
 
 @dataclass
+class ScratchSettings:
+    """Chapter 6's students that must learn from the teacher: the distilled student's shape
+    (`num_hidden_layers` of the MLM teacher's, same width and heads) from random weights, on the
+    distillation batches. Each arm (`SCRATCH_ARMS`) switches some of the loss terms on, with these
+    weights: MLM alone (the control), DistilBERT's triple loss, MiniLM's attention transfer, ...
+    The calibration these settings come from is in benchmarks/README.md."""
+
+    num_hidden_layers: int = 3
+    batch_size: int = 32
+    steps: int = 300
+    lr: float = 5e-4  # a random student takes a larger step than the copied one (2e-4)
+    warmup: float = 0.05
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_att: float = 1.0
+    alpha_val: float = 1.0
+    # (student layer, teacher layer) pairs for attention transfer; None: every student layer from the
+    # teacher layer at the same relative depth (`distill.relation_layer_map`), (0, 1), (1, 3), (2, 5)
+    attention_layers: Optional[Tuple[Tuple[int, int], ...]] = None
+    seed: int = 0
+
+
+# Which loss terms each arm of the from-scratch students trains on (the others weigh 0). The
+# chain trains the first three; `benchmarks/scratch_distill_seeds.py` any of them.
+SCRATCH_ARMS: Dict[str, Tuple[str, ...]] = {
+    "mlm-only": ("mlm",),                                # the control: no teacher at all
+    "distilled": ("ce", "mlm", "cos"),                   # DistilBERT's triple loss
+    "attention": ("att", "mlm"),                         # MiniLM's attention distributions (+ MLM)
+    "attention-values": ("att", "val", "mlm"),           # ... and value relations
+    "attention-triple": ("att", "ce", "mlm", "cos"),     # attention transfer plus the triple loss
+    "soft-targets": ("ce",),                             # the ablation: one signal at a time
+    "cosine": ("cos",),
+    "soft-targets-cosine": ("ce", "cos"),
+}
+CHAIN_SCRATCH_ARMS = ("mlm-only", "distilled", "attention")
+
+
+@dataclass
 class FinetuneSettings:
     train_examples: Optional[int] = 4000  # None: all 10,202
     test_examples: Optional[int] = None  # None: all 1,275 (fewer only for the smoke test)
@@ -127,6 +167,7 @@ class ScaleConfig:
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
     mlm_teacher: MLMTeacherSettings = field(default_factory=MLMTeacherSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
+    scratch: ScratchSettings = field(default_factory=ScratchSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     compile: bool = False  # torch.compile the models being trained (GPU)
     # Micro-batches per optimiser step. Every stage's `batch_size` is the global batch, whatever
@@ -160,6 +201,7 @@ def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConf
                                       steps=3000, lr=1e-3, eval_every=500),
             mlm_teacher=MLMTeacherSettings(max_seq_len=128, batch_size=128, steps=1000, eval_every=250),
             distill=DistillSettings(batch_size=128, steps=1000),
+            scratch=ScratchSettings(batch_size=128, steps=1000),
             finetune=FinetuneSettings(train_examples=None, epochs=2, lr=1e-4, batch_size=32),
         )
     elif scale == "tiny":
@@ -171,6 +213,7 @@ def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConf
             mlm_teacher=MLMTeacherSettings(max_seq_len=32, batch_size=8, steps=3, eval_every=0,
                                            max_train_docs=8, eval_pairs=64, selection_docs=2),
             distill=DistillSettings(layers=(0, 2), batch_size=8, steps=3),
+            scratch=ScratchSettings(num_hidden_layers=2, batch_size=8, steps=3),
             finetune=FinetuneSettings(train_examples=32, test_examples=32, max_length=16, batch_size=16,
                                       pooling="cls", transfer_examples=48),
             latency_batch=(4, 16),

@@ -61,6 +61,11 @@ class EncoderLayer(nn.Module):
             x = self.ffn_norm(x + self.dropout(self.ffn(x)))
         return x, w
 
+    def relations(self, x: Tensor, attention_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The self-attention's relations for this layer's input x (B, L, D), as
+        `MultiHeadAttention.relations`: two (B, H, L, L) log-probability tensors."""
+        return self.attention.relations(self.attention_norm(x) if self.pre_norm else x, attention_mask)
+
 
 class Encoder(nn.Module):
     """A stack of `num_layers` encoder layers. With pre_norm a final LayerNorm closes the stack,

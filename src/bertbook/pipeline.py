@@ -5,6 +5,8 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
     mlm_teacher          the real MiniLM-L6-H384, MLM and NSP heads, further pretrained     ch. 6
     copied_student       half of its layers copied into a DistilBERT, untrained: a control
     distilled_student    that copy trained with the triple loss (mlm_only=True: MLM alone)
+    scratch_student      the same shape from random weights, trained by one arm of SCRATCH_ARMS:
+                         MLM alone, the triple loss, attention transfer (MiniLM's), ...
     finetuned_teacher    the real MiniLM-L6-H384 fine-tuned on Rotten Tomatoes              ch. 7
     finetuned_student    3 of its layers, fine-tuned with (kd=True) or without its soft labels
     teacher_logits       its logits on the labelled reviews and on the transfer set (unlabelled)
@@ -33,7 +35,8 @@ from torch import nn
 from . import distributed as dist
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
-from .configs import TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings, ScaleConfig
+from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
+                      ScaleConfig)
 from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher
 from .distill import distill
 from .finetune import classifier_from_pretrained, evaluate_classifier, finetune, predict_logits
@@ -44,7 +47,8 @@ from .training import seed_everything
 
 MODEL_CLASSES = {c.__name__: c for c in (BertForPreTraining, DistilBertForMaskedLM,
                                          BertForSequenceClassification, DistilBertForSequenceClassification)}
-MODEL_NAMES = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only", "teacher", "student",
+MODEL_NAMES = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only", "scratch-student-mlm-only",
+               "scratch-student-distilled", "scratch-student-attention", "teacher", "student",
                "student-no-kd", "student-transfer", "student-pseudo", "random-init")
 Info = Dict[str, Any]
 
@@ -191,15 +195,68 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
         student = student_from_teacher(teacher, d.layers)
         hist = distill(teacher, student, data.loader(d.batch_size, seed), d.steps, lr=d.lr,
                        warmup=d.warmup, temperature=d.temperature, alpha_ce=alpha_ce,
-                       alpha_mlm=d.alpha_mlm, alpha_cos=alpha_cos, compile=cfg.compile,
-                        grad_accum=cfg.grad_accum,
-                       seed=seed, progress=progress)
+                       alpha_mlm=d.alpha_mlm, alpha_cos=alpha_cos, mask_token_id=data.mask_token_id,
+                       compile=cfg.compile, grad_accum=cfg.grad_accum, seed=seed, progress=progress)
         return student, {**_pretraining_info(data.evaluate(student), data), "mlm_only": mlm_only,
                          "seed": seed, "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
                          "history": hist, **dist.provenance(d.batch_size, cfg.grad_accum)}
 
     stage = "distill-mlm-only" if mlm_only else "distill"
     return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain)
+
+
+def _scratch_settings(arm: str, cfg: ScaleConfig) -> Dict[str, Any]:
+    """The scratch settings that decide arm `arm`'s weights: the loss weights of the terms it does
+    not train on are 0, and settings it never reads are left out (so they are not in its key)."""
+    terms = SCRATCH_ARMS[arm]
+    out = asdict(cfg.scratch)
+    for term in ("ce", "mlm", "cos", "att", "val"):
+        if term not in terms:
+            out[f"alpha_{term}"] = 0.0
+    if "ce" not in terms:
+        del out["temperature"]
+    if "att" not in terms and "val" not in terms:
+        del out["attention_layers"]
+    return out
+
+
+def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str = "mlm-only",
+                    seed: Optional[int] = None, retrain: bool = False,
+                    progress: bool = True) -> Tuple[DistilBertForMaskedLM, Info]:
+    """A DistilBERT of the distilled student's shape (`scratch.num_hidden_layers` layers of the MLM
+    teacher's width and heads) from random weights, trained on the distillation batches by one arm
+    of `SCRATCH_ARMS`: "mlm-only" (the control, no teacher), "distilled" (the triple loss),
+    "attention" (MiniLM's attention transfer plus MLM), ... Unlike `distilled_student`, nothing
+    of the teacher is in its weights at the start: what it knows of the teacher came through the loss.
+    info: the held-out metrics as `pretrained_teacher`'s, `arm`, `terms`, `seed`,
+    `teacher_heldout_mask_accuracy`, `history`."""
+    if arm not in SCRATCH_ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SCRATCH_ARMS)}")
+    cfg = _config(scale)
+    sc = cfg.scratch
+    seed = sc.seed if seed is None else seed
+    teacher, tinfo = mlm_teacher(cfg, cache_dir, progress=progress)
+    data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
+    w = _scratch_settings(arm, cfg)
+
+    def build():
+        seed_everything(seed)  # the random weights
+        config = replace(teacher.config, num_hidden_layers=sc.num_hidden_layers)  # validated
+        student = DistilBertForMaskedLM(config)
+        layers = None if sc.attention_layers is None else [tuple(p) for p in sc.attention_layers]
+        hist = distill(teacher, student, data.loader(sc.batch_size, seed), sc.steps, lr=sc.lr,
+                       warmup=sc.warmup, temperature=sc.temperature, alpha_ce=w["alpha_ce"],
+                       alpha_mlm=w["alpha_mlm"], alpha_cos=w["alpha_cos"], alpha_att=w["alpha_att"],
+                       alpha_val=w["alpha_val"], attention_layers=layers, mask_token_id=data.mask_token_id,
+                       compile=cfg.compile,
+                       grad_accum=cfg.grad_accum, seed=seed, progress=progress)
+        return student, {**_pretraining_info(data.evaluate(student), data), "arm": arm,
+                         "terms": list(SCRATCH_ARMS[arm]), "seed": seed,
+                         "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
+                         "history": hist, **dist.provenance(sc.batch_size, cfg.grad_accum)}
+
+    stage = f"scratch-{arm}"
+    return _cached(stage, cache_key(stage, w, tinfo["key"], seed), build, cache_dir, retrain)
 
 
 # --------------------------------------------------------------------------- classification
@@ -355,7 +412,8 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
 # --------------------------------------------------------------------------- by name
 
 
-MLM_MODELS = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only")
+MLM_MODELS = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only", "scratch-student-mlm-only",
+              "scratch-student-distilled", "scratch-student-attention")
 
 
 def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
@@ -366,6 +424,9 @@ def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
         "mlm-teacher": lambda: mlm_teacher(scale, cache_dir, progress=progress),
         "mlm-student": lambda: distilled_student(scale, cache_dir, progress=progress),
         "mlm-student-mlm-only": lambda: distilled_student(scale, cache_dir, mlm_only=True, progress=progress),
+        "scratch-student-mlm-only": lambda: scratch_student(scale, cache_dir, "mlm-only", progress=progress),
+        "scratch-student-distilled": lambda: scratch_student(scale, cache_dir, "distilled", progress=progress),
+        "scratch-student-attention": lambda: scratch_student(scale, cache_dir, "attention", progress=progress),
         "teacher": lambda: finetuned_teacher(scale, cache_dir, progress=progress),
         "student": lambda: finetuned_student(scale, cache_dir, kd=True, progress=progress),
         "student-no-kd": lambda: finetuned_student(scale, cache_dir, kd=False, progress=progress),

@@ -18,7 +18,7 @@ from .benchmark import fixed_batch, time_in_turn
 from .distilbert import default_student_layers
 from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
                        finetuned_student, finetuned_teacher, get_model, mlm_teacher, pretrained_teacher,
-                       pretraining_data, random_init_classifier, transfer_student)
+                       pretraining_data, random_init_classifier, scratch_student, transfer_student)
 
 
 @contextlib.contextmanager
@@ -60,6 +60,9 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
     _, cop = copied_student(cfg, cache_dir, progress=progress)
     mlm_s, dis = distilled_student(cfg, cache_dir, progress=progress)
     _, dmo = distilled_student(cfg, cache_dir, mlm_only=True, progress=progress)
+    _, smo = scratch_student(cfg, cache_dir, "mlm-only", progress=progress)
+    _, sdi = scratch_student(cfg, cache_dir, "distilled", progress=progress)
+    _, sat = scratch_student(cfg, cache_dir, "attention", progress=progress)
     teacher, tea = finetuned_teacher(cfg, cache_dir, progress=progress)
     student, stu = finetuned_student(cfg, cache_dir, kd=True, progress=progress)
     _, nokd = finetuned_student(cfg, cache_dir, kd=False, progress=progress)
@@ -69,7 +72,8 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
     b, L = cfg.latency_batch
     lat = measure_latency({"teacher": teacher, "student": student, "mlm_teacher": mlm_t, "mlm_student": mlm_s},
                           b, L, latency_min_run_time, latency_rounds)
-    infos = {"pretrain": pre, "mlm_teacher": tmlm, "distill": dis, "distill_mlm_only": dmo, "teacher": tea,
+    infos = {"pretrain": pre, "mlm_teacher": tmlm, "distill": dis, "distill_mlm_only": dmo,
+             "scratch_mlm_only": smo, "scratch_distilled": sdi, "scratch_attention": sat, "teacher": tea,
              "student": stu, "student_no_kd": nokd, "student_transfer": tra, "student_pseudo": pse,
              "random_init": rnd}
     return {
@@ -93,6 +97,10 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
         "distilled_heldout_mask_accuracy": dis["heldout_mask_accuracy"],
         "distilled_mlm_only_heldout_mask_accuracy": dmo["heldout_mask_accuracy"],
         "distilled_mask_retention": dis["heldout_mask_accuracy"] / tmlm["heldout_mask_accuracy"],
+        # the same shape from random weights: what the teacher passes on through the loss alone
+        "scratch_student_mlm_only_heldout_mask_accuracy": smo["heldout_mask_accuracy"],
+        "scratch_student_distilled_heldout_mask_accuracy": sdi["heldout_mask_accuracy"],
+        "scratch_student_attention_transfer_heldout_mask_accuracy": sat["heldout_mask_accuracy"],
         "distill_layers": list(cfg.distill.layers or default_student_layers(mlm_t.config.num_hidden_layers)),
         "mlm_teacher_parameters": mlm_t.num_parameters(),
         "mlm_student_parameters": mlm_s.num_parameters(),
