@@ -126,6 +126,7 @@ SCRATCH_ARMS: Dict[str, Tuple[str, ...]] = {
     "attention": ("att", "mlm"),                         # MiniLM's attention distributions (+ MLM)
     "attention-values": ("att", "val", "mlm"),           # ... and value relations
     "attention-triple": ("att", "ce", "mlm", "cos"),     # attention transfer plus the triple loss
+    "relations": ("att", "val"),                         # MiniLM's own loss: the relations alone
     "soft-targets": ("ce",),                             # the ablation: one signal at a time
     "cosine": ("cos",),
     "soft-targets-cosine": ("ce", "cos"),
