@@ -1,4 +1,4 @@
-"""One benchmark harness for classifiers (issue 13): accuracy, size on disk and CPU latency.
+"""One benchmark harness for classifiers (chapter 10): accuracy, size on disk and CPU latency.
 
 Latency is timed with `torch.utils.benchmark.Timer.blocked_autorange` (it picks the number of runs,
 reports the median and the interquartile range), after one untimed warm-up call, with the thread

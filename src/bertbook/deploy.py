@@ -1,4 +1,4 @@
-"""Smaller and faster for deployment (issue 13, groundwork): dynamic int8 quantisation and ONNX Runtime.
+"""Smaller and faster for deployment (chapter 10): dynamic int8 quantisation and ONNX Runtime.
 
 * `quantize_dynamic(model)`: PyTorch's dynamic int8 quantisation of every `nn.Linear` (weights stored
   as int8 with one scale per output row, activations quantised on the fly per batch) and of the
