@@ -91,3 +91,30 @@ def test_masked_softmax_is_the_one_attention_uses():
     _, weights = scaled_dot_product_attention(q, k, v, mask)
     assert torch.equal(weights, masked_softmax(q @ k.transpose(-2, -1) / 2.0, mask))
     assert torch.equal(weights[1], torch.zeros(3, 5))  # nothing kept: zeros, not NaN
+
+
+def test_only_boolean_or_01_masks_are_read_as_keep_masks():
+    from bertbook.attention import expand_padding_mask, masked_softmax
+    from bertbook.bert import BertConfig, BertModel
+
+    q, k, v = torch.randn(1, 2, 4), torch.randn(1, 3, 4), torch.randn(1, 3, 4)
+    # torch adds a float mask to the scores: [0, -1e4, -1e4] keeps key 0 there; read as a keep-mask
+    # it would keep keys 1 and 2. Neither reading is silently chosen.
+    with pytest.raises(ValueError, match="Additive float masks"):
+        scaled_dot_product_attention(q, k, v, torch.tensor([0.0, -1e4, -1e4]))
+    with pytest.raises(ValueError, match="NaN"):
+        masked_softmax(torch.randn(1, 3), torch.tensor([[1.0, float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="attention_mask must be boolean or hold only 0 and 1"):
+        expand_padding_mask(torch.tensor([[1, 2, 0]]), 1, 3)
+    # a 0/1 float mask is a keep-mask, the same as its boolean twin
+    keep = torch.tensor([1.0, 1.0, 0.0])
+    assert torch.equal(scaled_dot_product_attention(q, k, v, keep)[1],
+                       scaled_dot_product_attention(q, k, v, keep.bool())[1])
+
+    model = BertModel(BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=16, max_position_embeddings=8)).eval()
+    ids, m = torch.tensor([[2, 5, 6, 0]]), torch.tensor([[1, 1, 1, 0]])
+    with pytest.raises(ValueError, match=r"\(1 - mask\) \* -10000"):
+        model(ids, (1 - m) * -10000.0)  # Hugging Face's extended mask
+    with torch.no_grad():
+        assert torch.equal(model(ids, m.float()).last_hidden_state, model(ids, m.bool()).last_hidden_state)

@@ -1,7 +1,14 @@
 """Scaled dot-product attention and multi-head attention (chapter 1).
 
 Shapes: B batch, H heads, Lq / Lk query / key lengths, D model width, d = D / H head width.
-Masks follow Hugging Face: in a padding mask 1 (or True) means "attend", 0 means "padding".
+
+Masks are keep-masks, as the `attention_mask` of Hugging Face's tokenizers: boolean, or numbers that
+are all 0 or 1, where 1 (True) means "attend" and 0 (False) means "padding". Anything else is
+refused (`keep_mask`), because it has another meaning elsewhere: torch's own
+`scaled_dot_product_attention` *adds* a float mask to the scores, and Hugging Face's models turn the
+padding mask into such an additive one, (1 - mask) * -10000. Read as a keep-mask, that one would
+keep exactly the padded keys. The values are checked where reading them back is free (eager mode
+on the CPU, `device.can_read_back`); on a GPU or under `torch.compile` only the dtype is.
 """
 from __future__ import annotations
 
@@ -12,10 +19,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .device import can_read_back
+
+
+def keep_mask(mask: Tensor, name: str = "attention_mask") -> Tensor:
+    """`mask` as a boolean keep-mask (True = attend), same shape. A boolean mask is returned as it
+    is; a numeric one must hold only 0 and 1. Anything else, an additive float mask such as
+    (1 - mask) * -10000 or a NaN, is a ValueError naming `name`."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex():
+        raise TypeError(f"{name} must be boolean or hold 0 and 1, got dtype {mask.dtype}")
+    if can_read_back(mask):
+        if mask.is_floating_point() and bool(mask.isnan().any()):
+            raise ValueError(f"{name} holds NaN: a mask must be boolean or hold only 0 and 1 (1 = attend)")
+        wrong = (mask != 0) & (mask != 1)
+        if bool(wrong.any()):
+            seen = sorted(set(mask[wrong].flatten()[:1000].tolist()))[:3]
+            raise ValueError(
+                f"{name} must be boolean or hold only 0 and 1 (1 = attend, 0 = padding), got values such "
+                f"as {seen}. Additive float masks, added to the scores (torch's float attn_mask, Hugging "
+                f"Face's extended mask (1 - mask) * -10000), are not accepted: pass the 0/1 padding mask")
+    return mask != 0
+
 
 def expand_padding_mask(attention_mask: Tensor, batch: int, key_len: int) -> Tensor:
     """Turn a (B, Lk) padding mask into a boolean (B, 1, 1, Lk) mask that broadcasts over heads
-    and queries. A mask that is already 3-D (B, Lq, Lk) or 4-D is only checked and cast."""
+    and queries. A mask that is already 3-D (B, Lq, Lk) or 4-D is only checked and cast. The mask
+    must be boolean or 0/1 (`keep_mask`)."""
     if attention_mask.dim() == 2:
         if attention_mask.shape != (batch, key_len):
             raise ValueError(
@@ -31,14 +64,14 @@ def expand_padding_mask(attention_mask: Tensor, batch: int, key_len: int) -> Ten
         raise ValueError(
             f"attention_mask's last dimension is {attention_mask.shape[-1]}, but there are {key_len} keys"
         )
-    return attention_mask.bool() if attention_mask.dtype != torch.bool else attention_mask
+    return keep_mask(attention_mask)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     """softmax(scores) over the last dimension where `mask` (boolean or 0/1, broadcastable to
     `scores`; True/1 = keep) keeps a position; masked positions get weight 0, and a row with nothing
-    kept is all zeros (not NaN)."""
-    keep = mask if mask.dtype == torch.bool else mask != 0
+    kept is all zeros (not NaN). Any other mask is refused (`keep_mask`)."""
+    keep = keep_mask(mask, "mask")
     # The most negative finite number instead of -inf: a fully masked row stays finite.
     scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     return scores.softmax(dim=-1).masked_fill(~keep, 0.0)
@@ -54,13 +87,14 @@ def scaled_dot_product_attention(
     """softmax(q kᵀ / √d) v, written out so that the weights can be returned.
 
     q: (..., Lq, d), k: (..., Lk, d), v: (..., Lk, dv); attention_mask: boolean or 0/1, broadcastable
-    to (..., Lq, Lk), True/1 = keep. Returns (output (..., Lq, dv), weights (..., Lq, Lk)).
+    to (..., Lq, Lk), True/1 = keep. Unlike torch's function of the same name, a float mask is not
+    added to the scores: one that is not 0/1 is refused (`keep_mask`). Returns (output (..., Lq, dv), weights (..., Lq, Lk)).
     A query row whose keys are all masked gets all-zero weights and a zero output (not NaN),
     as `torch.nn.functional.scaled_dot_product_attention` does.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if attention_mask is not None:
-        weights = masked_softmax(scores, attention_mask)
+        weights = masked_softmax(scores, keep_mask(attention_mask))
     else:
         weights = scores.softmax(dim=-1)
     if dropout_p > 0.0:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import keep_mask
+from .device import can_read_back
 from .encoder import Encoder
 from .masking import IGNORE_INDEX
 
@@ -108,18 +110,10 @@ class ModelOutput:
 ID_DTYPES = (torch.long, torch.int)
 
 
-def _read_back_values(x: Tensor) -> bool:
-    """Whether an input check may read tensor values (min/max) back to Python: only on the CPU and
-    outside `torch.compile`. On a GPU `int(x.max())` waits for every queued kernel on each forward,
-    and under `torch.compile` it breaks the graph; there an out-of-range id is left to the device's
-    own index check."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
 def check_ids_in_range(ids: Tensor, size: int, name: str, what: str) -> None:
     """`ids` (any shape, not empty) must lie in [0, size): a clear error naming `name` otherwise.
-    Reads the values back, so only where `_read_back_values` allows (a no-op elsewhere)."""
-    if not _read_back_values(ids):
+    Reads the values back, so only where `can_read_back` allows (a no-op elsewhere)."""
+    if not can_read_back(ids):
         return
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= size:
@@ -131,7 +125,7 @@ def check_input_ids(input_ids: Tensor, vocab_size: int, max_positions: int) -> N
 
     input_ids: (B, L) int64 or int32 token ids, B >= 1 and 1 <= L <= max_positions. The dtype and
     shape are always checked (free: no value is read); the range [0, vocab_size) only where
-    `_read_back_values` allows (eager mode on the CPU)."""
+    `can_read_back` allows (eager mode on the CPU)."""
     if input_ids.dtype not in ID_DTYPES:
         raise TypeError(f"input_ids must be integer token ids of dtype torch.long or torch.int, got dtype "
                         f"{input_ids.dtype} (convert with .long())")
@@ -277,6 +271,8 @@ class BertModel(PreTrainedModel):
         output_attentions: bool = False,
     ) -> ModelOutput:
         check_mask(attention_mask, input_ids, "attention_mask")
+        if attention_mask is not None:
+            attention_mask = keep_mask(attention_mask)  # checked once here, not in every layer
         x = self.embeddings(input_ids, token_type_ids)
         x, hs, att = self.encoder(x, attention_mask, output_hidden_states, output_attentions)
         pooled = self.pooler(x) if self.pooler is not None else None
@@ -374,7 +370,7 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], how: str) -> Tensor:
         return hidden[:, 0]
     if attention_mask is None:
         return hidden.mean(1)
-    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    m = keep_mask(attention_mask).to(hidden.dtype).unsqueeze(-1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 

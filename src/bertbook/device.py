@@ -5,6 +5,7 @@ import contextlib
 from typing import ContextManager, Optional, Union
 
 import torch
+from torch import Tensor
 
 
 def get_device(prefer: Optional[str] = None) -> torch.device:
@@ -41,3 +42,10 @@ def autocast(device: Union[str, torch.device], enabled: Optional[bool] = None) -
 def needs_grad_scaler(device: Union[str, torch.device]) -> bool:
     """fp16 (not bf16) needs loss scaling to keep small gradients from underflowing."""
     return autocast_dtype(device) == torch.float16
+
+
+def can_read_back(x: Tensor) -> bool:
+    """Whether an input check may read tensor values (min, max, any) back to Python: only on the
+    CPU and outside `torch.compile`. On a GPU reading a value waits for every queued kernel, and
+    under `torch.compile` it breaks the graph; there such checks are left out."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .attention import keep_mask
 from .bert import (BertConfig, BertEmbeddings, BertForPreTraining, BertForSequenceClassification,
                    BertModel, MLMHead, ModelOutput, PreTrainedModel, build_encoder, check_mask,
                    classification_loss, mlm_logits_and_loss, pool)
@@ -36,6 +37,8 @@ class DistilBertModel(PreTrainedModel):
         output_attentions: bool = False,
     ) -> ModelOutput:
         check_mask(attention_mask, input_ids, "attention_mask")
+        if attention_mask is not None:
+            attention_mask = keep_mask(attention_mask)  # checked once here, not in every layer
         x = self.embeddings(input_ids)
         x, hs, att = self.encoder(x, attention_mask, output_hidden_states, output_attentions)
         return ModelOutput(last_hidden_state=x, hidden_states=hs, attentions=att)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attention import keep_mask
 from .bert import BertForPreTraining
 from .distilbert import DistilBertForMaskedLM
 from .masking import IGNORE_INDEX
@@ -59,7 +60,7 @@ def cosine_hidden_loss(student_hidden: Tensor, teacher_hidden: Tensor,
     cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.detach().float(), dim=-1)  # (B, L)
     if attention_mask is None:
         return (1 - cos).mean()
-    m = attention_mask.to(cos.dtype)
+    m = keep_mask(attention_mask).to(cos.dtype)
     return ((1 - cos) * m).sum() / m.sum().clamp(min=1.0)
 
 
@@ -101,7 +102,7 @@ def relation_kl(student_log_probs: Tensor, teacher_log_probs: Tensor,
     terms = t.exp() * (t - student_log_probs.float())  # (B, H, Lq, Lk)
     if attention_mask is None:
         return terms.sum(-1).mean()
-    keep = attention_mask != 0  # (B, L)
+    keep = keep_mask(attention_mask)  # (B, L)
     rows = torch.where(keep[:, None, None, :], terms, 0.0).sum(-1)  # (B, H, Lq): padded keys add nothing
     m = keep[:, None, :].to(rows.dtype)  # real queries
     return (rows * m).sum() / (m.sum() * rows.shape[1]).clamp(min=1.0)

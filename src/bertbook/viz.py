@@ -19,6 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .attention import keep_mask
+
 Attentions = Union[Tensor, Sequence[Tensor]]
 
 POSITIONAL_PATTERNS = ("previous", "self", "next", "broad")
@@ -64,7 +66,7 @@ def attention_pattern_scores(
     n_layers, batch, heads, length, _ = a.shape
     if input_ids.shape != (batch, length):
         raise ValueError(f"input_ids have shape {tuple(input_ids.shape)}, attentions expect {(batch, length)}")
-    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else keep_mask(attention_mask)
     if mask.shape != input_ids.shape:
         raise ValueError("attention_mask must have the shape of input_ids")
     mask = mask.to(a.device)
@@ -119,7 +121,7 @@ def attention_distance(att_a: Attentions, att_b: Attentions, attention_mask: Opt
     if a.shape[1] != b.shape[1] or a.shape[-1] != b.shape[-1]:
         raise ValueError(f"the two models saw different inputs: {tuple(a.shape)} vs {tuple(b.shape)}")
     batch, length = a.shape[1], a.shape[-1]
-    mask = torch.ones(batch, length, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    mask = torch.ones(batch, length, dtype=torch.bool) if attention_mask is None else keep_mask(attention_mask)
     mask = mask.to(a.device)
     w = mask[:, None, None, :].to(a.dtype)
     out = torch.empty(a.shape[0], a.shape[2], b.shape[0], b.shape[2])

@@ -8,14 +8,10 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
-from ..attention import MultiHeadAttention, masked_softmax, scaled_dot_product_attention
+from ..attention import MultiHeadAttention, keep_mask as _keep, masked_softmax, scaled_dot_product_attention
 from ._harness import Case, Hint, run_check, _seeded
 
 __all__ = ["check_masked_softmax", "check_attention", "check_split_merge_heads"]
-
-
-def _keep(mask: Tensor) -> Tensor:
-    return mask if mask.dtype == torch.bool else mask != 0
 
 
 _reference_masked_softmax = masked_softmax  # what bertbook.attention.scaled_dot_product_attention uses
