@@ -132,3 +132,12 @@ def test_prediction_logits_shape_is_documented_and_true():
     assert model(ids, labels=labels).prediction_logits.shape == (2, 50)  # (N, V)
     assert model(ids, labels=labels, masked_positions_only=False).prediction_logits.shape == (1, 5, 50)
     assert model(ids).prediction_logits.shape == (1, 5, 50)
+
+
+def test_student_layers_must_be_ints():
+    teacher = bb.BertForPreTraining(config())
+    for layers in ([0.5, 1.7], [0, 2.0], ["0"], [True, 2], 2):
+        with pytest.raises(TypeError, match="layers must be"):
+            bb.student_from_teacher(teacher, layers)
+    import numpy as np
+    assert bb.student_from_teacher(teacher, np.array([0, 3])).config.num_hidden_layers == 2

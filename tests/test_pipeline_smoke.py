@@ -140,3 +140,13 @@ def test_unknown_corpus_name_is_clear():
     from bertbook.data import load_wiki_corpus
     with pytest.raises(ValueError, match="unknown corpus"):
         load_wiki_corpus("wikipedia-everything")
+
+
+def test_distill_layers_none_is_every_other_teacher_layer(cache_dir):
+    from bertbook.distilbert import default_student_layers
+
+    cfg = get_scale_config("tiny", distill__layers=None)  # documented: every other teacher layer
+    student, info = pipeline.copied_student(cfg, cache_dir, progress=False)
+    assert info["layers"] == default_student_layers(6) == [0, 2, 5]  # of MiniLM's 6
+    assert student.config.num_hidden_layers == 3
+    assert pipeline.copied_student(cfg, cache_dir, layers=[1, 3], progress=False)[1]["layers"] == [1, 3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -116,6 +117,34 @@ def default_student_layers(num_teacher_layers: int) -> List[int]:
     return [round(i * step) for i in range(k)]
 
 
+def student_layers(layers: Optional[Sequence[int]], num_teacher_layers: int) -> List[int]:
+    """The teacher layers a student copies: `layers` checked (int indices in range, strictly
+    increasing, no more than the teacher has), or for None `default_student_layers`."""
+    n = num_teacher_layers
+    if layers is None:
+        return default_student_layers(n)
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be a sequence of teacher layer indices (ints), got {layers!r}")
+    given, out = list(layers), []
+    for i in given:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            out.append(operator.index(i))  # an int, a NumPy int: yes; 1.7 or "1": no
+        except TypeError:
+            raise TypeError(f"layers must be teacher layer indices (ints), got {i!r} in {given!r}") from None
+    if not out:
+        raise ValueError("the student needs at least one layer")
+    if len(out) > n:
+        raise ValueError(f"a student of {len(out)} layers is deeper than its {n}-layer teacher")
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"teacher layer index {bad} out of range: the teacher has layers 0..{n - 1}")
+    if sorted(set(out)) != out:
+        raise ValueError(f"layers must be strictly increasing without repeats, got {out}")
+    return out
+
+
 Teacher = Union[BertModel, BertForPreTraining, BertForSequenceClassification]
 
 
@@ -137,18 +166,7 @@ def student_from_teacher(
         bert, student_cls = teacher, DistilBertForMaskedLM
     else:
         raise TypeError(f"teacher must be a bertbook BERT model, got {type(teacher).__name__}")
-    n = teacher.config.num_hidden_layers
-    layers = default_student_layers(n) if layers is None else [int(i) for i in layers]
-    if not layers:
-        raise ValueError("the student needs at least one layer")
-    if len(layers) > n:
-        raise ValueError(f"a student of {len(layers)} layers is deeper than its {n}-layer teacher")
-    bad = [i for i in layers if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"teacher layer index {bad} out of range: the teacher has layers 0..{n - 1}")
-    if sorted(set(layers)) != layers:
-        raise ValueError(f"layers must be strictly increasing without repeats, got {layers}")
-
+    layers = student_layers(layers, teacher.config.num_hidden_layers)
     student = student_cls(dataclasses.replace(teacher.config, num_hidden_layers=len(layers)))
     se, te = student.distilbert.embeddings, bert.embeddings
     with torch.no_grad():

@@ -37,7 +37,8 @@ from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
 from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
                       ScaleConfig)
-from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher
+from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher,
+                         student_layers)
 from .distill import distill
 from .finetune import classifier_from_pretrained, evaluate_classifier, finetune, predict_logits
 from .pipeline_data import (ClassificationData, PretrainingData, TransferData, _config, _minilm,
@@ -166,15 +167,17 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
 
 def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: Optional[Sequence[int]] = None,
                    progress: bool = True) -> Tuple[DistilBertForMaskedLM, Info]:
-    """The MLM teacher's layers `layers` (default: the distill settings') copied into a DistilBERT,
+    """The MLM teacher's layers `layers` (default: the distill settings', where None means every
+    other teacher layer, `distilbert.default_student_layers`) copied into a DistilBERT,
     not trained: the control that shows what initialisation alone gives. Cheap, so not cached.
     info: the held-out metrics, as the stages'."""
     cfg = _config(scale)
-    layers = cfg.distill.layers if layers is None else tuple(layers)
     teacher, _ = mlm_teacher(cfg, cache_dir, progress=progress)
+    # None here means the distill settings' layers; None there, every other teacher layer
+    layers = student_layers(cfg.distill.layers if layers is None else layers, teacher.config.num_hidden_layers)
     data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
     student = student_from_teacher(teacher, layers).eval()
-    return student, {**_pretraining_info(data.evaluate(student), data), "layers": list(layers)}
+    return student, {**_pretraining_info(data.evaluate(student), data), "layers": layers}
 
 
 def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_only: bool = False,

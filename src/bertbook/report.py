@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .benchmark import fixed_batch, time_in_turn
-from .distilbert import default_student_layers
+from .distilbert import student_layers
 from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
                        finetuned_student, finetuned_teacher, get_model, mlm_teacher, pretrained_teacher,
                        pretraining_data, random_init_classifier, scratch_student, transfer_student)
@@ -101,7 +101,7 @@ def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = 
         "scratch_student_mlm_only_heldout_mask_accuracy": smo["heldout_mask_accuracy"],
         "scratch_student_distilled_heldout_mask_accuracy": sdi["heldout_mask_accuracy"],
         "scratch_student_attention_transfer_heldout_mask_accuracy": sat["heldout_mask_accuracy"],
-        "distill_layers": list(cfg.distill.layers or default_student_layers(mlm_t.config.num_hidden_layers)),
+        "distill_layers": student_layers(cfg.distill.layers, mlm_t.config.num_hidden_layers),
         "mlm_teacher_parameters": mlm_t.num_parameters(),
         "mlm_student_parameters": mlm_s.num_parameters(),
         "mlm_teacher_latency_ms": 1000 * lat["mlm_teacher"],
