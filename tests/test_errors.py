@@ -141,3 +141,17 @@ def test_student_layers_must_be_ints():
             bb.student_from_teacher(teacher, layers)
     import numpy as np
     assert bb.student_from_teacher(teacher, np.array([0, 3])).config.num_hidden_layers == 2
+
+
+def test_config_overrides_are_type_checked():
+    from bertbook.configs import get_scale_config
+
+    for key, value in (("compile", "no"), ("pretrain__steps", "100"), ("finetune__alpha", True),
+                       ("distill__layers", (0, 1.5)), ("latency_batch", (32,)), ("grad_accum", 2.0)):
+        with pytest.raises(TypeError, match=f"config override {key} must be"):
+            get_scale_config("tiny", **{key: value})
+    with pytest.raises(ValueError, match="'name' is not an override"):
+        get_scale_config("tiny", name="gpu")
+    cfg = get_scale_config("tiny", distill__layers=None, finetune__alpha=1, scratch__attention_layers=[[0, 1]],
+                           finetune__train_examples=None, compile=True)
+    assert cfg.distill.layers is None and cfg.finetune.alpha == 1 and cfg.compile is True

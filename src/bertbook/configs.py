@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -189,7 +189,9 @@ def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConf
     """The configuration of a whole run at one scale ('cpu', 'gpu', 'tiny'; None: `default_scale()`):
     every stage's settings (a `ScaleConfig`), not a model's `BertConfig`.
 
-    `overrides` set fields as `stage__field=value`, e.g. `pretrain__steps=100`.
+    `overrides` set fields as `stage__field=value`, e.g. `pretrain__steps=100`, or top-level fields
+    (`compile=True`, `grad_accum=4`). Each value must have its field's type (an int for an int, a
+    bool for a bool, ...); the scale's `name` is not an override.
     """
     scale = default_scale() if scale is None else scale
     if scale == "cpu":
@@ -227,5 +229,46 @@ def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConf
         name = name or stage
         if target is None or not is_dataclass(target) or name not in {f.name for f in fields(target)}:
             raise ValueError(f"unknown config override {key!r}")
+        if target is cfg and name == "name":
+            raise ValueError("'name' is not an override: it names the scale, chosen by the scale argument "
+                             f"({', '.join(SCALES)})")
+        hint = get_type_hints(type(target))[name]
+        if not _has_type(value, hint):
+            raise TypeError(f"config override {key} must be {_type_name(hint)}, got {value!r} "
+                            f"({type(value).__name__})")
         setattr(target, name, value)
     return copy.deepcopy(cfg)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the type annotation `hint` of a settings field (an int is a float,
+    a bool is not an int, a list is a tuple)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return any(_has_type(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of ({_type_name(args[0])})"
+        return f"a tuple ({', '.join(_type_name(a) for a in args)})"
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
