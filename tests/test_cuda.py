@@ -129,3 +129,12 @@ def test_measure_latency_gives_a_gpu_model_back_on_the_gpu():
     model = BertForSequenceClassification(_config()).to(DEV).train()
     measure_latency({"m": model}, batch_size=2, seq_len=8, min_run_time=0.01, rounds=1)
     assert next(model.parameters()).device.type == "cuda" and model.training
+
+
+def test_export_onnx_gives_a_gpu_model_back_on_the_gpu(tmp_path):
+    pytest.importorskip("onnxscript")
+    from bertbook.deploy import export_onnx
+
+    model = BertForSequenceClassification(_config()).to(DEV).train()
+    export_onnx(model, str(tmp_path / "m.onnx"))
+    assert next(model.parameters()).device.type == "cuda" and model.training

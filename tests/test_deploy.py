@@ -182,3 +182,19 @@ def test_cpu_has_vnni_reads_the_cpu_flags(monkeypatch, tmp_path):
 
     monkeypatch.setattr(builtins, "open", missing)
     assert benchmark.cpu_has_vnni() is None
+
+
+def test_torch_predict_and_export_leave_the_callers_model_as_it_was(models, tmp_path):
+    model = models["student"]
+    batch = reviews()
+    with torch.no_grad():
+        expected = model(batch["input_ids"], batch["attention_mask"]).logits
+    model.train()  # dropout on: the caller is training it
+    try:
+        predict = benchmark.torch_predict(model)
+        assert torch.equal(predict(batch), expected)  # predicted in eval mode
+        assert model.training
+        deploy.export_onnx(model, str(tmp_path / "m.onnx"))
+        assert model.training
+    finally:
+        model.eval()

@@ -38,3 +38,12 @@ def test_side_by_side_and_bad_input(model, tok):
     assert "teacher" in format_table(rows)
     with pytest.raises(ValueError, match="MASK"):
         fill_mask(model, tok, "no mask here")
+
+
+def test_fill_mask_leaves_the_model_in_its_mode(model, tok):
+    model.train()
+    try:
+        assert fill_mask(model, tok, "a [MASK] day.", k=1)[0][0][0] == "paris"
+        assert model.training
+    finally:
+        model.eval()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .bert import BertForSequenceClassification
+from .device import evaluating
 from .distilbert import DistilBertForSequenceClassification
 
 CLASSIFIERS = (BertForSequenceClassification, DistilBertForSequenceClassification)
@@ -96,7 +97,8 @@ class _Logits(nn.Module):
 
 def export_onnx(model: nn.Module, path: str, example: Optional[Mapping[str, Tensor]] = None) -> str:
     """Write `model` (one of our sequence classifiers, float32) as ONNX to `path`: inputs
-    `input_ids`, `attention_mask` (B, L) int64, output `logits` (B, C), B and L dynamic. Returns `path`."""
+    `input_ids`, `attention_mask` (B, L) int64, output `logits` (B, C), B and L dynamic. It is
+    exported from the CPU in eval mode, and left on its device in its mode. Returns `path`."""
     if not isinstance(model, CLASSIFIERS):
         raise TypeError(f"export_onnx exports our sequence classifiers ({', '.join(c.__name__ for c in CLASSIFIERS)}); "
                         f"{type(model).__name__} has no ONNX path here")
@@ -105,7 +107,6 @@ def export_onnx(model: nn.Module, path: str, example: Optional[Mapping[str, Tens
                          "quantise the ONNX file with quantize_onnx")
     _require("onnx", "ONNX export")
     _require("onnxscript", "ONNX export (the dynamo exporter)")
-    model = model.cpu().eval()
     if example is None:
         example = {"input_ids": torch.full((2, 8), 5, dtype=torch.long),
                    "attention_mask": torch.ones(2, 8, dtype=torch.long)}
@@ -113,7 +114,7 @@ def export_onnx(model: nn.Module, path: str, example: Optional[Mapping[str, Tens
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1,
                                                                       max=model.config.max_position_embeddings)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with _quiet():
+    with _quiet(), evaluating([model], "cpu"):  # the caller's model stays on its device, in its mode
         program = torch.onnx.export(_Logits(model), args, input_names=["input_ids", "attention_mask"],
                                     output_names=["logits"], dynamo=True, verbose=False,
                                     dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))

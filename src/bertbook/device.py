@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Optional, Union
+from typing import ContextManager, Iterator, List, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def get_device(prefer: Optional[str] = None) -> torch.device:
@@ -49,3 +49,20 @@ def can_read_back(x: Tensor) -> bool:
     CPU and outside `torch.compile`. On a GPU reading a value waits for every queued kernel, and
     under `torch.compile` it breaks the graph; there such checks are left out."""
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def evaluating(models: Sequence[nn.Module], device: Optional[Union[str, torch.device]] = None
+               ) -> Iterator[List[nn.Module]]:
+    """`models` in eval mode, and on `device` if one is given, for the block; afterwards each is
+    back in the mode and on the device it had: measuring or exporting a model must not change the
+    caller's. Yields the models."""
+    before = [(m, next(m.parameters(), None), m.training) for m in models]
+    before = [(m, None if p is None else p.device, training) for m, p, training in before]
+    try:
+        yield [(m if device is None else m.to(device)).eval() for m in models]
+    finally:
+        for m, where, training in before:
+            if where is not None:
+                m.to(where)
+            m.train(training)

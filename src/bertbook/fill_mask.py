@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
+from .device import evaluating
+
 Prediction = List[Tuple[str, float]]  # (token, probability), best first
 
 
@@ -29,9 +31,9 @@ def fill_mask(model: nn.Module, tokenizer: Any, text: str, k: int = 5) -> List[P
     at = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
     if not len(at):
         raise ValueError(f"the {mask} of {text!r} lies beyond the model's {max_len} positions")
-    model.eval()
     device = next(model.parameters()).device
-    logits = model(ids.to(device), enc["attention_mask"].to(device)).logits[0, at]  # (masks, V)
+    with evaluating([model]):  # the caller's model keeps its mode
+        logits = model(ids.to(device), enc["attention_mask"].to(device)).logits[0, at]  # (masks, V)
     probs = logits.float().softmax(-1)
     top = probs.topk(k, dim=-1)
     return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ix)]

@@ -4,33 +4,21 @@ of `python -m bertbook report`) and `export` (a stage's model in Hugging Face fo
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
 
 from .benchmark import fixed_batch, time_in_turn
+from .device import evaluating
 from .distilbert import student_layers
 from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
                        finetuned_student, finetuned_teacher, get_model, mlm_teacher, pretrained_teacher,
                        pretraining_data, random_init_classifier, scratch_student, transfer_student)
-
-
-@contextlib.contextmanager
-def _on_cpu_in_eval(models: Sequence[nn.Module]):
-    """Move `models` to the CPU in eval mode for the block, then back to the device and mode each
-    had: a measurement must not change the caller's models."""
-    before = [(m, next(m.parameters()).device, m.training) for m in models]
-    try:
-        yield [m.cpu().eval() for m in models]
-    finally:
-        for m, device, training in before:
-            m.to(device).train(training)
 
 
 @torch.inference_mode()
@@ -44,7 +32,7 @@ def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len:
     if not models:
         raise ValueError("measure_latency got no models")
     batch = fixed_batch(min(m.config.vocab_size for m in models.values()), batch_size, seq_len, seed)
-    with _on_cpu_in_eval(list(models.values())):
+    with evaluating(list(models.values()), "cpu"):
         times = time_in_turn({name: (lambda b, m=m: m(b["input_ids"], b["attention_mask"]), [batch])
                               for name, m in models.items()}, rounds, min_run_time=min_run_time)
     return {name: statistics.median(x for t in ts for x in t["times_ms"]) / 1000 for name, ts in times.items()}
