@@ -152,3 +152,38 @@ def test_distill_leaves_the_callers_teacher_trainable():
     distill(teacher, student_from_teacher(teacher), batch, steps=1, progress=False)
     assert {name: p.requires_grad for name, p in teacher.named_parameters()} == before
     assert not teacher.training  # evaluated in eval mode, as the teacher was run
+
+
+def test_a_broken_teacher_stops_distillation_at_its_step():
+    teacher = BertForPreTraining(_tiny())
+    student = student_from_teacher(teacher)
+    with torch.no_grad():
+        teacher.mlm.bias[9] = float("nan")
+    batch = [{"input_ids": torch.tensor([[2, 7, 4, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+              "labels": torch.tensor([[-100, -100, 8, -100]])}]
+    # with alpha_ce = 0 its NaN went only into the logged soft-target term; with it, into the loss
+    for alpha_ce in (0.0, 5.0):
+        with pytest.raises(FloatingPointError, match="the teacher's outputs hold NaN or inf at step 1"):
+            distill(teacher, student, batch, steps=2, alpha_ce=alpha_ce, progress=False)
+
+
+def test_nan_teacher_logits_stop_finetuning_before_it_starts():
+    from bertbook.bert import BertForSequenceClassification
+    from bertbook.finetune import finetune, make_batches
+
+    model = BertForSequenceClassification(_tiny())
+    batches = make_batches([[2, 5, 3], [2, 6, 7, 3]], [0, 1], batch_size=2)
+    logits = torch.zeros(2, 2)
+    logits[1, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"teacher_logits hold NaN or inf for 1 examples \(first: \[1\]\)"):
+        finetune(model, batches, teacher_logits=logits, progress=False)
+
+
+def test_a_nan_loss_names_its_step():
+    from bertbook.training import TrainStep
+
+    model = torch.nn.Linear(2, 1)
+    opt = TrainStep(model, steps=3, lr=1e-3)
+    opt.step(model(torch.ones(1, 2)).sum())
+    with pytest.raises(FloatingPointError, match="the loss is nan at step 2"):
+        opt.step(model(torch.ones(1, 2)).sum() * float("nan"))

@@ -282,6 +282,12 @@ def distill(
                             with torch.no_grad():
                                 t = teacher(micro["input_ids"], mask, micro.get("token_type_ids"), labels=labels,
                                             output_hidden_states=relations)
+                            # A broken teacher would show as the student's NaN loss, or only in a logged
+                            # term weighted 0: say so here, where it is the teacher's.
+                            if not bool(torch.isfinite(t.logits).all() & torch.isfinite(t.last_hidden_state).all()):
+                                raise FloatingPointError(
+                                    f"the teacher's outputs hold NaN or inf at step {step}: check the teacher's "
+                                    "weights and this batch (the student is not the cause)")
                             # Every term the teacher allows is computed and logged, trained on or not.
                             parts["ce"] = soft_target_loss(s.logits, t.logits, temperature)
                             parts["cos"] = cosine_hidden_loss(s.last_hidden_state, t.last_hidden_state, mask)

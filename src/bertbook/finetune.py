@@ -160,6 +160,10 @@ def _check_logits(logits: Tensor, batches: Sequence[Batch], num_labels: int, wha
     n = 1 + max(int(b["index"].max()) for b in batches)
     if logits.dim() != 2 or logits.shape[0] < n or logits.shape[-1] != num_labels:
         raise ValueError(f"{what} {tuple(logits.shape)} do not cover {n} examples x {num_labels} labels")
+    bad = (~torch.isfinite(logits)).any(-1).nonzero().flatten()
+    if len(bad):
+        raise FloatingPointError(f"{what} hold NaN or inf for {len(bad)} examples (first: {bad[:5].tolist()}): "
+                                 "every loss they enter would be NaN; check the teacher")
 
 
 def finetune(

@@ -97,7 +97,9 @@ class TrainStep:
     def backward(self, loss: Tensor) -> None:
         """Accumulate the gradients of `loss` (one micro-batch of a gradient accumulation)."""
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss.item()}: lower the learning rate or check the data")
+            step = self.scheduler.last_epoch + 1  # the optimiser step this loss is for
+            raise FloatingPointError(f"the loss is {loss.item()} at step {step}: lower the learning rate or "
+                                     "check the data")
         self.scaler.scale(loss).backward()
 
     def update(self) -> float:
