@@ -105,3 +105,74 @@ def test_bad_metadata_json_is_corruption(tmp_path):
     with pytest.warns(cache.CorruptCheckpointWarning, match="JSONDecodeError"):
         assert cache.load_checkpoint(path) is None
     assert not os.path.exists(path)
+
+
+def test_a_directory_where_the_checkpoint_goes_is_named(tmp_path):
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    os.makedirs(path)
+    with pytest.raises(IsADirectoryError, match="is a directory, where a checkpoint file should be"):
+        cache.load_checkpoint(path)
+    with pytest.raises(IsADirectoryError, match=path):
+        cache.check_writable(path)
+
+
+def _toy_stage(cache_dir, calls):
+    from bertbook import pipeline
+
+    def build():
+        calls.append(1)
+        return _state(), {"trained": True}
+
+    return pipeline._load_or_build("toy", "k", build, cache_dir, False, lambda t, _: t, lambda t, _: t)
+
+
+def test_an_unwritable_cache_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    calls = []
+    with pytest.raises(OSError, match="cannot write .*not-a-folder.*BERTBOOK_CACHE"):
+        _toy_stage(str(blocker), calls)
+    assert calls == []  # nothing was trained
+
+
+def test_a_model_whose_checkpoint_cannot_be_written_is_returned(tmp_path, monkeypatch):
+    from bertbook import pipeline
+
+    def full_disk(path, state_dict, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "save_checkpoint", full_disk)
+    calls = []
+    with pytest.warns(cache.CacheWriteWarning, match=r"could not write the checkpoint .*toy-k\.safetensors"):
+        out, info = _toy_stage(str(tmp_path), calls)
+    assert calls == [1] and torch.equal(out["w"], _state()["w"]) and info["trained"] and not info["cached"]
+
+
+def test_a_good_file_written_between_the_check_and_the_delete_is_kept(tmp_path, monkeypatch):
+    path = cache.checkpoint_path("toy", "k", str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(b"not a checkpoint")
+    real_open = cache.safe_open
+
+    def another_process_writes_meanwhile(p, framework):
+        monkeypatch.setattr(cache, "safe_open", real_open)
+        cache.save_checkpoint(path, _state(3.0), {"v": 3})  # the other process's good file
+        raise cache._ChecksumError("the corrupt file, as this process read it")
+
+    monkeypatch.setattr(cache, "safe_open", another_process_writes_meanwhile)
+    sd, meta = cache.load_checkpoint(path)  # the good file is kept, and read
+    assert meta == {"v": 3} and float(sd["w"][0, 0]) == 3.0
+    assert sorted(os.listdir(os.path.dirname(path))) == [os.path.basename(path)]
+
+
+def test_stale_temporary_files_are_cleaned_fresh_ones_kept(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale, fresh = folder / ".tmp-killed.safetensors", folder / ".tmp-writing.safetensors"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = os.stat(stale).st_mtime - cache.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    cache.save_checkpoint(str(folder / "toy-k.safetensors"), _state())
+    assert sorted(os.listdir(folder)) == [".tmp-writing.safetensors", "toy-k.safetensors"]

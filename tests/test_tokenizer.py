@@ -84,3 +84,29 @@ def test_pretraining_tokenizer_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(tk, "train_wordpiece", lambda *a, **k: pytest.fail("retrained"))
     second = get_pretraining_tokenizer()
     assert len(second) == 8192 and second.get_vocab() == first.get_vocab()
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b'{"version": "1.0"}'])
+def test_a_corrupt_cached_tokenizer_is_reported_removed_and_rebuilt(monkeypatch, tmp_path, content):
+    import warnings
+
+    from bertbook.cache import CorruptCheckpointWarning
+
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    first = get_pretraining_tokenizer()
+    (folder,) = [d for d in os.listdir(tmp_path) if d.startswith("tokenizer-")]
+    with open(tmp_path / folder / "tokenizer.json", "wb") as f:
+        f.write(content)
+    with pytest.raises(tk.CorruptTokenizerError, match=folder):  # named, not a bare JSONDecodeError
+        load_tokenizer(str(tmp_path / folder))
+    stale = tmp_path / (tk.TMP_PREFIX + "killed")  # what a writer killed long ago left
+    stale.mkdir()
+    old = os.stat(stale).st_mtime - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    with pytest.warns(CorruptCheckpointWarning, match=f"corrupt tokenizer .*{folder}"):
+        again = get_pretraining_tokenizer()
+    assert again.get_vocab() == first.get_vocab()
+    assert sorted(os.listdir(tmp_path)) == [folder]  # rebuilt in place, nothing left aside or stale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_pretraining_tokenizer()  # intact again

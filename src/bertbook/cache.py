@@ -6,16 +6,23 @@ checkpoints it was built from and the package version. Change any of them and th
 so a stale model is never loaded by mistake.
 
 Writes go to a temporary file in the same folder, then `os.replace` renames it into place (atomic
-on POSIX), so a run killed mid-write leaves the previous state. A checksum of the tensor bytes
+on POSIX), so a run killed mid-write leaves the previous state; temporary files that a killed
+writer left are removed once they are older than `STALE_SECONDS`. A checksum of the tensor bytes
 is stored in the file's metadata; a file that fails to parse or to match it is reported, deleted
-and treated as missing, so the caller retrains.
+and treated as missing, so the caller retrains. Deleting it is safe when several processes share
+the cache: the file is first renamed aside and deleted only if it is still the one that was
+checked; a good file that another process wrote meanwhile is put back and read.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
+import uuid
 import warnings
 from typing import Any, Dict, Optional, Tuple
 
@@ -24,10 +31,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 FORMAT_VERSION = 1  # bump when what we store changes: it invalidates every key
+TMP_PREFIX = ".tmp-"  # temporary files in the cache's folders start so
+# Older than this, a temporary file's writer is dead: a checkpoint is written in seconds.
+STALE_SECONDS = 6 * 3600
 
 
 class CorruptCheckpointWarning(UserWarning):
-    """A cached checkpoint could not be read back intact; it was deleted and will be retrained."""
+    """A cached checkpoint (or the cached tokenizer) could not be read back intact; it was deleted
+    and will be built again."""
+
+
+class CacheWriteWarning(UserWarning):
+    """A trained model could not be written to the cache: it is returned, but not cached."""
+
+
+# What an error about the cache's folder suggests.
+CACHE_HINT = ": set cache_dir (--cache-dir) or $BERTBOOK_CACHE to a folder that can be written"
 
 
 class _ChecksumError(ValueError):
@@ -88,6 +107,44 @@ def _checksum(tensors: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def remove_stale_temporaries(folder: str, prefix: str = TMP_PREFIX, max_age: float = STALE_SECONDS) -> None:
+    """Delete the files and folders in `folder` named `prefix...` whose last change is more than
+    `max_age` seconds ago: what killed writers left. A younger one may be a live writer's: kept."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        p = os.path.join(folder, name)
+        try:
+            if now - os.lstat(p).st_mtime <= max_age:
+                continue
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.remove(p)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            pass
+
+
+def check_writable(path: str, hint: str = "") -> None:
+    """Raise now, naming `path`, if a file could not be written there: before a long computation
+    whose result goes there, rather than after it. Creates the folder; a directory standing where
+    the file goes is an error. `hint` is added to the message (what to do instead)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, where a file is to be written: "
+                                f"move it away{hint}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}){hint}") from e
+
+
 def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Optional[Dict[str, Any]] = None) -> str:
     """Write `state_dict` (+ JSON-serialisable `metadata`) atomically to `path`; returns `path`."""
     if not state_dict:
@@ -96,7 +153,8 @@ def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Op
     meta = {"bertbook": json.dumps(metadata or {}, default=_jsonable), "checksum": _checksum(tensors)}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
+    remove_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".safetensors", dir=folder)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
@@ -113,23 +171,53 @@ def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Op
 def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:
     """(state_dict, metadata), or None if there is no file. A corrupt file (not safetensors,
     truncated, or whose tensors do not match the stored checksum: `CORRUPTION_ERRORS`) triggers a
-    CorruptCheckpointWarning, is deleted, and gives None, so the caller retrains. Any other error
-    while reading (no permission, out of memory, ...) is raised, and the file is left alone."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
-            raise _ChecksumError("checksum mismatch")
-        metadata = json.loads(meta.get("bertbook", "{}"))
-    except CORRUPTION_ERRORS as e:
-        warnings.warn(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); deleting it and retraining",
-                      CorruptCheckpointWarning, stacklevel=2)
+    CorruptCheckpointWarning, is deleted, and gives None, so the caller retrains; if another
+    process replaced it meanwhile, the new file is read instead. A directory at `path` is an
+    IsADirectoryError; any other error while reading (no permission, out of memory, ...) is
+    raised, and the file is left alone."""
+    for _ in range(3):  # again only when another process replaced a corrupt file meanwhile
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, where a checkpoint file should be: "
+                                    "move it away")
         try:
-            os.remove(path)
-        except OSError:
-            pass
-        return None
-    return tensors, metadata
+            checked = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):  # no file there, or a file where a folder should be
+            return None
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
+                raise _ChecksumError("checksum mismatch")
+            return tensors, json.loads(meta.get("bertbook", "{}"))
+        except CORRUPTION_ERRORS as e:
+            if remove_if_unchanged(path, checked):
+                warnings.warn(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); deleting it and retraining",
+                              CorruptCheckpointWarning, stacklevel=2)
+                return None
+    return None
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def remove_if_unchanged(path: str, checked: os.stat_result) -> bool:
+    """Delete `path` (a file or a folder) if it is still the one whose `os.stat` was `checked`.
+    It is renamed aside first (atomic), so that what another process put there after the check is
+    never what is deleted: that is put back, and the answer is False. True otherwise (deleted,
+    already gone, or not ours to delete)."""
+    aside = os.path.join(os.path.dirname(os.path.abspath(path)), f"{TMP_PREFIX}removed-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    except OSError:  # cannot be removed (no permission): leave it
+        return True
+    if _same_file(os.lstat(aside), checked):
+        remove = shutil.rmtree if os.path.isdir(aside) else os.remove
+        remove(aside)
+        return True
+    os.replace(aside, path)
+    return False
+

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, replace
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -34,7 +35,8 @@ from torch import nn
 
 from . import distributed as dist
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
-from .cache import cache_key, checkpoint_path, load_checkpoint, save_checkpoint
+from .cache import (CACHE_HINT, CacheWriteWarning, cache_key, check_writable, checkpoint_path, load_checkpoint,
+                    save_checkpoint)
 from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
                       ScaleConfig)
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher,
@@ -57,7 +59,9 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
                    retrain: bool, restore: Callable[[Dict[str, torch.Tensor], Info], Any],
                    tensors_of: Callable[[Any, Info], Dict[str, torch.Tensor]]) -> Tuple[Any, Info]:
     """Load `<stage>-<key>` from the cache (`restore` turns its tensors into the output), else
-    `build()` it and save `tensors_of(output)` atomically, with the info."""
+    `build()` it and save `tensors_of(output)` atomically, with the info. Whether the checkpoint
+    can be written is checked before `build()`; if writing fails even so, the output is returned
+    with a CacheWriteWarning that names the path, not lost."""
     path = checkpoint_path(stage, key, cache_dir)
     found = None if retrain else load_checkpoint(path)  # None if missing or corrupt (it warns, deletes)
     # Under torchrun the ranks train together or not at all: load only if every rank has the file.
@@ -67,11 +71,23 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
         tensors, info = found
         info["cached"] = True
         return restore(tensors, info), info
+    problem = None
+    if dist.is_main():  # the one that will write it
+        try:
+            check_writable(path, CACHE_HINT)
+        except OSError as e:
+            problem = e
+    if not dist.all_ranks_agree(problem is None):
+        raise problem or OSError(f"rank 0 cannot write the checkpoint {path}")
     t0 = time.perf_counter()
     out, info = build()
     info.update(stage=stage, key=key, seconds=time.perf_counter() - t0)
     if dist.is_main():  # under torchrun every rank trained the same model; one writes it
-        save_checkpoint(path, tensors_of(out, info), info)
+        try:
+            save_checkpoint(path, tensors_of(out, info), info)
+        except OSError as e:
+            warnings.warn(f"could not write the checkpoint {path} ({e}); the {stage} model is returned but "
+                          "not cached, and will be trained again next time", CacheWriteWarning, stacklevel=3)
     dist.barrier()
     info["cached"] = False
     return out, info

@@ -17,16 +17,20 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Iterable, Optional
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 from transformers import BertTokenizerFast
 
+from .cache import CorruptCheckpointWarning, cache_root, remove_if_unchanged, remove_stale_temporaries
+
 # Order fixes the ids: [PAD]=0 so that zero-initialised buffers are padding.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 TOKENIZER_VERSION = 2  # bump when the training recipe changes: invalidates caches
+TMP_PREFIX = ".tokenizer-tmp-"  # a tokenizer being written, before it is renamed into place
 
 
 def _coverage_text(normalizer: normalizers.Normalizer) -> str:
@@ -113,21 +117,25 @@ def save_tokenizer(tokenizer: BertTokenizerFast, directory: str) -> str:
     return directory
 
 
+class CorruptTokenizerError(ValueError):
+    """A saved tokenizer's files are there but cannot be read as a tokenizer."""
+
+
 def load_tokenizer(directory: str) -> BertTokenizerFast:
-    """Reload a tokenizer saved by :func:`save_tokenizer` (local files only)."""
+    """Reload a tokenizer saved by :func:`save_tokenizer` (local files only). Files that cannot be
+    read as a tokenizer (not JSON, truncated, ...) are a CorruptTokenizerError naming the folder."""
     if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
         raise FileNotFoundError(f"no tokenizer.json in {directory!r}")
-    tok = BertTokenizerFast.from_pretrained(directory, local_files_only=True)
+    try:
+        tok = BertTokenizerFast.from_pretrained(directory, local_files_only=True)
+    except OSError:  # not the files' fault (permission, ...): as it is
+        raise
+    except Exception as e:  # the tokenizers library raises plain Exceptions for a malformed file
+        raise CorruptTokenizerError(f"the tokenizer in {directory!r} cannot be read "
+                                    f"({type(e).__name__}: {e})") from e
     if len(tok) <= len(SPECIAL_TOKENS):  # the transformers-5 silent fallback, see module doc
         raise RuntimeError(f"tokenizer in {directory!r} reloaded with only {len(tok)} tokens")
     return tok
-
-
-def cache_root(cache_dir: Optional[str] = None) -> str:
-    """``cache_dir``, else ``$BERTBOOK_CACHE``, else ``~/.cache/bertbook``."""
-    return cache_dir or os.environ.get("BERTBOOK_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "bertbook"
-    )
 
 
 def get_pretraining_tokenizer(
@@ -140,6 +148,8 @@ def get_pretraining_tokenizer(
     Cached under ``<cache>/tokenizer-<hash>``, the hash covering the corpus content,
     ``vocab_size``, ``lowercase`` and the recipe version. Written to a temporary
     directory and renamed into place, so a crash never leaves a half-written cache.
+    A cached tokenizer that cannot be read is reported (CorruptCheckpointWarning), removed
+    and trained again, as a corrupt checkpoint is.
     """
     from .data import fingerprint, load_wiki_corpus
 
@@ -148,12 +158,22 @@ def get_pretraining_tokenizer(
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = cache_root(cache_dir)
     final = os.path.join(root, f"tokenizer-{digest}")
-    if os.path.isfile(os.path.join(final, "tokenizer.json")):
-        return load_tokenizer(final)
+    for _ in range(3):  # again only when another process replaced a corrupt copy meanwhile
+        if not os.path.isfile(os.path.join(final, "tokenizer.json")):
+            break
+        checked = os.stat(final)
+        try:
+            return load_tokenizer(final)
+        except CorruptTokenizerError as e:
+            if remove_if_unchanged(final, checked):
+                warnings.warn(f"corrupt tokenizer {final} ({e}); deleting it and training it again",
+                              CorruptCheckpointWarning, stacklevel=2)
+                break
 
     tokenizer = train_wordpiece(train["text"], vocab_size=vocab_size, lowercase=lowercase)
     os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tokenizer-tmp-", dir=root)
+    remove_stale_temporaries(root, TMP_PREFIX)
+    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root)
     try:
         save_tokenizer(tokenizer, tmp)
         try:
