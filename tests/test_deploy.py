@@ -198,3 +198,30 @@ def test_torch_predict_and_export_leave_the_callers_model_as_it_was(models, tmp_
         assert model.training
     finally:
         model.eval()
+
+
+def test_exports_check_what_they_can_before_training(tmp_path, monkeypatch):
+    from bertbook import pipeline, report
+
+    monkeypatch.setattr(pipeline, "get_model", lambda *a, **k: pytest.fail("trained before the checks"))
+    monkeypatch.setattr(report, "get_model", lambda *a, **k: pytest.fail("trained before the checks"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the output folder should be")
+    with pytest.raises(OSError, match="cannot write .*a-file.*choose another output folder"):
+        report.export("student", str(blocker), "tiny", str(tmp_path / "cache"))
+    with pytest.raises(OSError, match="cannot write .*a-file"):
+        deploy.export_onnx_model("student", str(blocker), "tiny", str(tmp_path / "cache"))
+    import importlib
+
+    real_import_module = importlib.import_module
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx":
+            raise ImportError("No module named 'onnx'")
+        return real_import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", no_onnx)
+    with pytest.raises(ImportError, match="pip install 'bertbook\\[deploy\\]'"):
+        deploy.export_onnx_model("student", str(tmp_path / "out"), "tiny", str(tmp_path / "cache"))
+    with pytest.raises(ImportError, match="pip install 'bertbook\\[deploy\\]'"):
+        deploy.compress("tiny", str(tmp_path / "cache"))

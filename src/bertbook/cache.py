@@ -45,8 +45,9 @@ class CacheWriteWarning(UserWarning):
     """A trained model could not be written to the cache: it is returned, but not cached."""
 
 
-# What an error about the cache's folder suggests.
+# What an error about the cache's folder, or an export's, suggests.
 CACHE_HINT = ": set cache_dir (--cache-dir) or $BERTBOOK_CACHE to a folder that can be written"
+OUTPUT_HINT = ": choose another output folder"
 
 
 class _ChecksumError(ValueError):

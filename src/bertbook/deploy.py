@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .bert import BertForSequenceClassification
+from .cache import OUTPUT_HINT, check_writable
 from .device import evaluating
 from .distilbert import DistilBertForSequenceClassification
 
@@ -39,6 +40,13 @@ def _require(module: str, what: str):
     except ImportError:
         raise ImportError(f"{what} needs the package '{module}', which is not installed: "
                           f"pip install 'bertbook[deploy]' (onnx, onnxscript, onnxruntime)") from None
+
+
+def _require_onnx_tools() -> None:
+    """Everything `export_onnx` and `quantize_onnx` import, checked before a model is trained for them."""
+    _require("onnx", "ONNX export")
+    _require("onnxscript", "ONNX export (the dynamo exporter)")
+    _require("onnxruntime", "ONNX quantisation and inference")
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -177,6 +185,9 @@ def export_onnx_model(name: str, out_dir: str, scale=None, cache_dir: Optional[s
     if name in pipeline.MLM_MODELS:
         raise ValueError(f"{name!r} is a masked-language model; the ONNX export covers the review classifiers "
                          f"({', '.join(n for n in pipeline.MODEL_NAMES if n not in pipeline.MLM_MODELS)})")
+    # everything that can fail after training is checked before it
+    _require_onnx_tools()
+    check_writable(os.path.join(out_dir, "model.onnx"), OUTPUT_HINT)
     model, _ = pipeline.get_model(name, scale, cache_dir, progress)
     fp32 = export_onnx(model, os.path.join(out_dir, "model.onnx"))
     return {"onnx": fp32, "onnx-int8": quantize_onnx(fp32, os.path.join(out_dir, "model-int8.onnx"))}
@@ -192,6 +203,9 @@ def compress(scale=None, cache_dir: Optional[str] = None, progress: bool = True,
     from .benchmark import measure_all, size_mb, torch_predict
 
     cfg = pipeline._config(scale)
+    _require_onnx_tools()  # before the models are trained
+    if out_dir is not None:
+        check_writable(os.path.join(out_dir, "teacher.onnx"), OUTPUT_HINT)
     data = pipeline.classification_data(cfg)
     models = {"teacher": pipeline.finetuned_teacher(cfg, cache_dir, progress=progress)[0],
               "student": pipeline.finetuned_student(cfg, cache_dir, progress=progress)[0]}

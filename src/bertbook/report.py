@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .benchmark import fixed_batch, time_in_turn
+from .cache import OUTPUT_HINT, check_writable
 from .device import evaluating
 from .distilbert import student_layers
 from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
@@ -131,6 +132,7 @@ def export(name: str, out_dir: str, scale: Any = None, cache_dir: Optional[str] 
         raise ValueError(
             f"{name!r} is fine-tuned with {pooling!r} pooling, which Hugging Face's classifiers do not "
             "have (they pool the [CLS] vector); use a config with finetune pooling='cls' to export it")
+    check_writable(os.path.join(out_dir, "config.json"), OUTPUT_HINT)  # before training
     model, _ = get_model(name, scale, cache_dir, progress)
     if name == "pretrained":
         tok = pretraining_data(scale, cache_dir).tokenizer
