@@ -59,21 +59,32 @@ def classification_batches():
     return make_batches(texts, labels, batch_size=BATCH, seed=0)
 
 
-def train(kind: str, grad_accum: int = 1):
-    """One short run of `kind`; returns the trained model's state dict (CPU)."""
+def with_short_batches(batches, rows: int = 3):
+    """`batches` with a batch of `rows` rows after each: the short last batch of an epoch."""
+    out = []
+    for b in batches:
+        out += [b, {k: v[:rows] if isinstance(v, torch.Tensor) else v for k, v in b.items()}]
+    return out
+
+
+def train(kind: str, grad_accum: int = 1, short: bool = False):
+    """One short run of `kind`; returns the trained model's state dict (CPU). `short`: a batch of
+    3 rows after each batch, fewer than the 4 parts that the tests split it into."""
     torch.manual_seed(0)
+    more = with_short_batches if short else list
     if kind == "pretrain":
         model = BertForPreTraining(tiny_config())
-        pretrain(model, pretraining_batches(), STEPS, lr=1e-2, log_every=1, progress=False, grad_accum=grad_accum)
+        pretrain(model, more(pretraining_batches()), STEPS, lr=1e-2, log_every=1, progress=False,
+                 grad_accum=grad_accum)
     elif kind == "distill":
         teacher = BertForPreTraining(tiny_config())
         model = student_from_teacher(teacher, [0])
-        distill(teacher, model, pretraining_batches(), STEPS, lr=1e-2, log_every=1, progress=False,
+        distill(teacher, model, more(pretraining_batches()), STEPS, lr=1e-2, log_every=1, progress=False,
                 grad_accum=grad_accum)
     elif kind == "finetune":
         model = BertForSequenceClassification(tiny_config())
         teacher = BertForSequenceClassification(tiny_config())
-        finetune(model, classification_batches(), 1, lr=1e-2, teacher=teacher, alpha=0.5, log_every=1,
+        finetune(model, more(classification_batches()), 1, lr=1e-2, teacher=teacher, alpha=0.5, log_every=1,
                  progress=False, grad_accum=grad_accum)
     else:
         raise ValueError(kind)
@@ -121,6 +132,19 @@ def test_gradient_accumulation_gives_the_same_update(kind):
     assert max_difference(one, accumulated) < 1e-5
 
 
+@pytest.mark.parametrize("kind", ["pretrain", "distill", "finetune"])
+def test_a_batch_too_short_to_split_is_skipped(kind):
+    # 3 rows cannot be cut into 4 micro-batches: the run trains on the other batches, exactly
+    one, skipped = train(kind), train(kind, grad_accum=4, short=True)
+    assert max_difference(one, skipped) < 1e-5
+
+
+def test_a_batch_too_short_to_split_fails_clearly_when_every_batch_is():
+    short = with_short_batches(pretraining_batches(1))[1:]
+    with pytest.raises(ValueError, match="no batch of the training data has the 4 rows"):
+        pretrain(BertForPreTraining(tiny_config()), short, 1, progress=False, grad_accum=4)
+
+
 def test_grad_accum_must_be_positive():
     with pytest.raises(ValueError, match="grad_accum must be a positive int"):
         pretrain(BertForPreTraining(tiny_config()), pretraining_batches(1), 1, progress=False, grad_accum=0)
@@ -143,6 +167,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, job: str) -> None:
         assert distributed and dist.world_size() == world
         if job == "stage":
             _stage_job(rank, out_dir)
+        elif job.endswith("+short"):  # 2 processes x 2 micro-steps: 4 parts, the short batches have 3 rows
+            torch.save(train(job[:-len("+short")], grad_accum=2, short=True), os.path.join(out_dir, f"{job}-rank{rank}.pt"))
         else:
             torch.save(train(job), os.path.join(out_dir, f"{job}-rank{rank}.pt"))
 
@@ -179,6 +205,13 @@ def test_two_processes_match_one(tmp_path, kind):
     ranks = [torch.load(tmp_path / f"{kind}-rank{r}.pt") for r in range(2)]
     assert max_difference(ranks[0], ranks[1]) == 0.0  # DDP keeps the replicas identical
     assert max_difference(ranks[0], train(kind)) < 1e-5  # and equal to one process on the global batch
+
+
+def test_two_processes_skip_a_batch_too_short_to_split(tmp_path):
+    _spawn("pretrain+short", str(tmp_path))
+    ranks = [torch.load(tmp_path / f"pretrain+short-rank{r}.pt") for r in range(2)]
+    assert max_difference(ranks[0], ranks[1]) == 0.0
+    assert max_difference(ranks[0], train("pretrain")) < 1e-5  # trained on the batches that could be split
 
 
 def test_only_rank_0_writes_the_cache(tmp_path):

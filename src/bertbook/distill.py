@@ -254,7 +254,7 @@ def distill(
     hist: History = {k: [] for k in ("step", "loss", "ce", "mlm", "cos", "att", "val", "mlm_accuracy", "lr")}
     world = dist.world_size()
     t0 = time.perf_counter()
-    batches = cycle(train_batches)
+    batches = cycle(train_batches, dist.parts(grad_accum))  # a batch too short to split is skipped
     sums = ("loss", "ce", "mlm", "cos", "att", "val", "correct", "masked", "mask_correct", "mask_n")
     if mask_token_id is not None:
         hist["mask_accuracy"] = []

@@ -11,6 +11,9 @@ joins the process group (`gloo` on the CPU, `nccl` on CUDA). Then:
   gradients over the ranks, so the averaged gradient is the gradient of the global batch's loss,
   the same as one process computes (up to float rounding; dropout draws differ per rank).
 * Logging, progress bars, evaluation and cache writes happen on rank 0 only (`is_main`).
+* A batch with fewer rows than world size x gradient accumulation (`parts`), such as the short
+  last batch of an epoch, cannot give every rank and micro-step a row: the loops skip it. With one
+  process and no accumulation every batch is used.
 
 Outside `torchrun` every function here is a no-op: rank 0 of a world of 1.
 """
@@ -149,13 +152,24 @@ def rows(batch_size: int, parts: int, index: int) -> slice:
     return slice(start, start + batch_size // parts + (1 if index < batch_size % parts else 0))
 
 
-def shard(batch: Mapping[str, Any], parts: int, index: int) -> Dict[str, Any]:
-    """Part `index` of `parts` of a batch dict: the same rows of every tensor whose first
-    dimension is the batch (B, ...) -> (B_part, ...); other values are kept as they are."""
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """The number of rows of a batch dict: the first dimension its tensors share."""
     sizes = {v.shape[0] for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0}
     if len(sizes) != 1:
         raise ValueError(f"cannot shard a batch whose tensors disagree on the batch size: {sorted(sizes)}")
-    sl = rows(sizes.pop(), parts, index)
+    return sizes.pop()
+
+
+def parts(grad_accum: int = 1) -> int:
+    """How many parts a global batch is cut into: world size x gradient accumulation. A batch with
+    fewer rows (the short last batch of an epoch) cannot be split, and the loops skip it."""
+    return world_size() * grad_accum
+
+
+def shard(batch: Mapping[str, Any], parts: int, index: int) -> Dict[str, Any]:
+    """Part `index` of `parts` of a batch dict: the same rows of every tensor whose first
+    dimension is the batch (B, ...) -> (B_part, ...); other values are kept as they are."""
+    sl = rows(batch_rows(batch), parts, index)
     return {k: v[sl] if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in batch.items()}
 
 

@@ -204,7 +204,8 @@ def finetune(
 
     Returns the history: `step`, `loss` (all batches), `accuracy` (running, on the labelled
     batches; NaN for a logging window without one), `lr`, and `seconds`. `grad_accum` and
-    `torchrun`: as in `bertbook.pretrain.pretrain` (each rank takes its rows of every batch).
+    `torchrun`: as in `bertbook.pretrain.pretrain` (each rank takes its rows of every batch; a batch
+    with fewer rows than processes x `grad_accum` is left out).
     """
     if len(train_batches) == 0:
         raise ValueError("finetune got an empty data set: no training batches")
@@ -222,6 +223,13 @@ def finetune(
         raise ValueError("transfer batches need a teacher (or teacher_logits and transfer_logits): "
                          "without labels the teacher's are all they have")
     dist.check_grad_accum(grad_accum)
+    split = dist.parts(grad_accum)
+    if split > 1:  # a batch too short to give every rank and micro-step a row is left out
+        train_batches = [b for b in train_batches if dist.batch_rows(b) >= split]
+        transfer_batches = [b for b in transfer_batches if dist.batch_rows(b) >= split]
+        if not train_batches:
+            raise ValueError(f"no training batch has the {split} rows that world size x grad_accum needs: "
+                             "use a larger batch_size")
     seed_everything(seed + dist.rank())  # dropout differs per rank; the batch order has its own generator
     n_labelled, n_transfer = len(train_batches), len(transfer_batches)
     steps = epochs * (n_labelled + n_transfer)

@@ -60,6 +60,7 @@ def pretrain(
     into that many micro-batches whose gradients add up before the step (less memory, the same
     update). Under `torchrun` (see `bertbook.distributed`) each process trains on its rows of every
     global batch, as DDP; the metrics are those of the global batch, and only rank 0 evaluates.
+    A batch with fewer rows than processes x `grad_accum` (a short last batch) is skipped.
     """
     if not isinstance(model, BertForPreTraining):
         raise TypeError(f"pretrain expects a BertForPreTraining, got {type(model).__name__}")
@@ -71,7 +72,7 @@ def pretrain(
     hist: History = {k: [] for k in ("step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy",
                                      "nsp_accuracy", "lr", "eval_step")}
     tokens, t0 = 0, time.perf_counter()
-    batches = cycle(train_batches)
+    batches = cycle(train_batches, dist.parts(grad_accum))  # a batch too short to split is skipped
     world = dist.world_size()
     sums = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_n", "nsp_correct", "nsp_n")
     with RunningMetrics(steps, sums, log_every, "pretrain", progress) as metrics:

@@ -36,14 +36,21 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def cycle(batches: Iterable[Any]) -> Iterator[Any]:
-    """Iterate over `batches` again and again (a DataLoader reshuffles and re-masks each pass)."""
+def cycle(batches: Iterable[Any], min_rows: int = 1) -> Iterator[Any]:
+    """Iterate over `batches` again and again (a DataLoader reshuffles and re-masks each pass).
+    With `min_rows` > 1 (`distributed.parts`: the processes and micro-steps a batch is split
+    into) a batch dict with fewer rows, such as a short last batch, is skipped."""
     empty = True
     for _ in itertools.count():
         for b in batches:
+            if min_rows > 1 and dist.batch_rows(b) < min_rows:
+                continue
             empty = False
             yield b
         if empty:
+            if min_rows > 1:
+                raise ValueError(f"no batch of the training data has the {min_rows} rows that world size x "
+                                 "grad_accum needs: use a larger batch_size")
             raise ValueError("the training data is empty: no batches to train on")
 
 
