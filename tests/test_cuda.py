@@ -89,7 +89,7 @@ def test_pretrain_distill_finetune_on_cuda_with_amp():
     assert all(torch.isfinite(torch.tensor(h["loss"])))
     transfer = make_batches(ids[:5], None, batch_size=4)  # unlabelled: the teacher's logits on the GPU
     for pseudo_labels in (False, True):
-        h = finetune(BertForSequenceClassification(_config()), batches, teacher=clf, transfer_batches=transfer,
+        h = finetune(BertForSequenceClassification(_config()), batches, 1, teacher=clf, transfer_batches=transfer,
                      pseudo_labels=pseudo_labels, device="cuda", progress=False, log_every=1)
         assert len(h["loss"]) == 4 and all(torch.isfinite(torch.tensor(h["loss"])))
 

@@ -39,7 +39,9 @@ class BertConfig:
     pad_token_id: int = 0
     pre_norm: bool = False
     num_labels: int = 2
-    classifier_dropout: Optional[float] = None  # None: use hidden_dropout_prob
+    # None: the model's own default, hidden_dropout_prob for BERT, 0.2 for DistilBERT (as transformers'
+    # seq_classif_dropout, `distilbert.DISTILBERT_CLASSIFIER_DROPOUT`)
+    classifier_dropout: Optional[float] = None
     classifier_pooling: str = "cls"  # "cls" ([CLS] vector, as BERT) or "mean" (mean over tokens)
 
     def __post_init__(self) -> None:

@@ -17,6 +17,11 @@ from .bert import (BertConfig, BertEmbeddings, BertForPreTraining, BertForSequen
                    classification_loss, mlm_logits_and_loss, pool)
 
 
+# DistilBERT's classifier dropout when the config leaves it None (transformers' seq_classif_dropout);
+# BERT's is then hidden_dropout_prob.
+DISTILBERT_CLASSIFIER_DROPOUT = 0.2
+
+
 class DistilBertModel(PreTrainedModel):
     """Embeddings (word + position) + encoder. last_hidden_state: (B, L, D)."""
 
@@ -83,7 +88,7 @@ class DistilBertForSequenceClassification(PreTrainedModel):
         self.config = config
         self.distilbert = DistilBertModel(config)
         self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
-        p = 0.2 if config.classifier_dropout is None else config.classifier_dropout  # HF's seq_classif_dropout
+        p = DISTILBERT_CLASSIFIER_DROPOUT if config.classifier_dropout is None else config.classifier_dropout
         self.dropout = nn.Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()

@@ -162,7 +162,7 @@ def attention_transfer_loss(student: torch.nn.Module, teacher: torch.nn.Module,
 
 
 def classification_kd_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor,
-                           alpha: float = 0.5, temperature: float = 2.0) -> Tensor:
+                           alpha: float = 0.1, temperature: float = 2.0) -> Tensor:
     """Task-specific distillation: α·CE(logits, labels) + (1 − α)·T²·KL(teacher ‖ student).
     logits, teacher_logits: (B, C); labels: (B,)."""
     check_temperature(temperature)
@@ -190,7 +190,7 @@ def distill(
     student: DistilBertForMaskedLM,
     train_batches: Iterable[Mapping[str, Tensor]],
     steps: int,
-    lr: float = 5e-4,
+    lr: float = 2e-4,
     warmup: float = 0.05,
     weight_decay: float = 0.01,
     max_grad_norm: float = 5.0,
@@ -212,9 +212,11 @@ def distill(
 ) -> History:
     """Train `student` to imitate the frozen `teacher` with `triple_loss` on pretraining batches
     (same format as `pretrain`; the student ignores `token_type_ids` and `next_sentence_label`).
-    Defaults: α_ce = 5, α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU
-    command). `alpha_att` and `alpha_val` add MiniLM's attention transfer (`attention_transfer_loss`:
-    attention distributions and value relations, for the (student, teacher) layer pairs
+    Defaults: the book's distillation settings (`configs.DistillSettings`): lr 2e-4, α_ce = 5,
+    α_mlm = 2, α_cos = 1, T = 2 (the DistilBERT research code's single-GPU command); weight decay
+    0.01 and clipping at norm 5, which the settings do not vary. `alpha_att` and `alpha_val` add
+    MiniLM's attention transfer (`attention_transfer_loss`: attention distributions and value
+    relations, for the (student, teacher) layer pairs
     `attention_layers`; None: `relation_layer_map`); teacher and student then need the same number
     of heads. Any weight may be 0 as long as one is not. With only α_mlm > 0 the student trains on
     MLM alone and the teacher is not run (`ce`, `cos`, `att`, `val` are logged as 0); whenever the

@@ -136,7 +136,7 @@ def evaluate_classifier(model: nn.Module, batches: Sequence[Mapping[str, Tensor]
 
 
 def batch_loss(logits: Tensor, batch: Mapping[str, Tensor], teacher_logits: Optional[Tensor] = None,
-               alpha: float = 0.5, temperature: float = 2.0, pseudo_labels: bool = False) -> Tensor:
+               alpha: float = 0.1, temperature: float = 2.0, pseudo_labels: bool = False) -> Tensor:
     """The loss of one batch, by what the batch carries.
 
     A labelled batch (`labels` (B,)): cross-entropy without a teacher, else α·CE + (1 − α)·T²·KL.
@@ -169,14 +169,14 @@ def _check_logits(logits: Tensor, batches: Sequence[Batch], num_labels: int, wha
 def finetune(
     model: nn.Module,
     train_batches: Sequence[Batch],
-    epochs: int = 1,
+    epochs: int = 2,
     lr: float = 1e-4,
     warmup: float = 0.1,
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
     teacher: Optional[nn.Module] = None,
     teacher_logits: Optional[Tensor] = None,
-    alpha: float = 0.5,
+    alpha: float = 0.1,
     temperature: float = 2.0,
     log_every: int = 10,
     device: Optional[Union[str, torch.device]] = None,
@@ -193,7 +193,8 @@ def finetune(
 
     Without a teacher the loss is cross-entropy. With `teacher` (a classifier, run once over the
     training batches before training) or precomputed `teacher_logits` (N, C) it is
-    α·CE + (1 − α)·T²·KL(teacher ‖ student).
+    α·CE + (1 − α)·T²·KL(teacher ‖ student). The defaults are the book's (`configs.FinetuneSettings`):
+    2 epochs, lr 1e-4, α = 0.1, T = 2.
 
     `transfer_batches` (from `make_batches` without labels; their own `index` into
     `transfer_logits` (M, C), or the teacher run once over them) add unlabelled text: each epoch is

@@ -19,7 +19,8 @@ import transformers
 from torch import Tensor
 
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel, PreTrainedModel
-from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, DistilBertModel
+from .distilbert import (DISTILBERT_CLASSIFIER_DROPOUT, DistilBertForMaskedLM, DistilBertForSequenceClassification,
+                         DistilBertModel)
 
 # ours -> Hugging Face, for the keys of one encoder layer (after the "<prefix>.encoder.layers.{i}.")
 BERT_LAYER = {
@@ -132,7 +133,8 @@ def hf_config(config: BertConfig, distil: bool,
             dim=config.hidden_size, hidden_dim=config.intermediate_size,
             dropout=config.hidden_dropout_prob, attention_dropout=config.attention_probs_dropout_prob,
             activation="gelu", initializer_range=config.initializer_range,
-            seq_classif_dropout=0.2 if config.classifier_dropout is None else config.classifier_dropout,
+            seq_classif_dropout=(DISTILBERT_CLASSIFIER_DROPOUT if config.classifier_dropout is None
+                                 else config.classifier_dropout),
             pad_token_id=config.pad_token_id, num_labels=config.num_labels, **extra)
     return transformers.BertConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size,
