@@ -155,3 +155,38 @@ def test_config_overrides_are_type_checked():
     cfg = get_scale_config("tiny", distill__layers=None, finetune__alpha=1, scratch__attention_layers=[[0, 1]],
                            finetune__train_examples=None, compile=True)
     assert cfg.distill.layers is None and cfg.finetune.alpha == 1 and cfg.compile is True
+
+
+def test_classification_labels_say_what_is_wrong():
+    from bertbook.finetune import batch_loss, make_batches
+
+    model = bb.BertForSequenceClassification(config())
+    ids = torch.tensor([[2, 5, 3], [2, 6, 3]])
+    with pytest.raises(TypeError, match="labels must be class indices of dtype torch.long"):
+        model(ids, labels=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, num_labels=2\); got min 0, max 5"):
+        model(ids, labels=torch.tensor([0, 5]))
+    batch = {"input_ids": ids, "labels": torch.tensor([1, 2])}
+    with pytest.raises(ValueError, match="num_labels=2"):
+        batch_loss(torch.randn(2, 2), batch)
+    with pytest.raises(ValueError, match="num_labels=2"):
+        batch_loss(torch.randn(2, 2), batch, torch.randn(2, 2))
+    with pytest.raises(TypeError, match=r"labels must be class indices \(ints\), got 0.7"):
+        make_batches([[2, 5, 3], [2, 6, 3]], [0.7, 1])
+
+
+def test_make_batches_batch_size_must_be_an_int():
+    from bertbook.finetune import make_batches
+
+    for size in (2.5, 0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            make_batches([[2, 5, 3], [2, 6, 3]], [0, 1], batch_size=size)
+
+
+def test_cli_grad_accum_that_is_no_number(capsys):
+    from bertbook.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--grad-accum", "abc"])
+    err = capsys.readouterr().err
+    assert "--grad-accum: must be a positive integer, got 'abc'" in err and "_positive_int" not in err

@@ -47,3 +47,11 @@ def test_fill_mask_leaves_the_model_in_its_mode(model, tok):
         assert model.training
     finally:
         model.eval()
+
+
+def test_fill_mask_names_a_bad_text_or_k(model, tok):
+    with pytest.raises(TypeError, match="text must be a string"):
+        fill_mask(model, tok, None)
+    for k in (0, 10 ** 6, 2.0):
+        with pytest.raises(ValueError, match=f"k must be an int from 1 to the vocabulary size {len(tok)}"):
+            fill_mask(model, tok, "a [MASK] day.", k=k)

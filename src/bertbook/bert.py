@@ -376,12 +376,28 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], how: str) -> Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def check_class_labels(labels: Tensor, num_classes: int, name: str = "labels") -> None:
+    """`labels` must be (B,) class indices of dtype torch.long in [0, num_classes): a clear error
+    naming `name` otherwise (the range where `can_read_back` allows)."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype != torch.long:
+        raise TypeError(f"{name} must be class indices of dtype torch.long (0 to {num_classes - 1}), got dtype "
+                        f"{labels.dtype} (convert with .long())")
+    if labels.dim() != 1:
+        raise ValueError(f"{name} must have shape (batch,), got {tuple(labels.shape)}")
+    if labels.numel():
+        check_ids_in_range(labels, num_classes, name, "num_labels")
+
+
 def classification_loss(logits: Tensor, labels: Optional[Tensor]) -> Optional[Tensor]:
-    """Cross-entropy for classes, mean squared error for a single regression output."""
+    """Cross-entropy for classes (labels: (B,) class indices, `check_class_labels`), mean squared
+    error for a single regression output."""
     if labels is None:
         return None
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    check_class_labels(labels, logits.shape[-1])
     return F.cross_entropy(logits, labels)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import keep_mask
-from .bert import BertForPreTraining
+from .bert import BertForPreTraining, check_class_labels
 from .distilbert import DistilBertForMaskedLM
 from .masking import IGNORE_INDEX
 from . import distributed as dist
@@ -168,6 +168,7 @@ def classification_kd_loss(logits: Tensor, teacher_logits: Tensor, labels: Tenso
     check_temperature(temperature)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_class_labels(labels, logits.shape[-1])
     ce = F.cross_entropy(logits, labels)
     if alpha == 1.0:
         return ce

@@ -23,6 +23,11 @@ def fill_mask(model: nn.Module, tokenizer: Any, text: str, k: int = 5) -> List[P
     `model`: a bertbook BertForPreTraining or DistilBertForMaskedLM; `text` is tokenized by
     `tokenizer` as one segment, `[CLS] text [SEP]`, and must hold at least one `[MASK]`."""
     mask = tokenizer.mask_token
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string with a {mask} in it, got {type(text).__name__}")
+    vocab = model.config.vocab_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
+        raise ValueError(f"k must be an int from 1 to the vocabulary size {vocab}, got {k!r}")
     if mask not in text:
         raise ValueError(f"fill_mask needs a {mask} in the text, got {text!r}")
     max_len = model.config.max_position_embeddings

@@ -12,13 +12,14 @@ and gives each batch the loss of its kind (`batch_loss`).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from .bert import BertForSequenceClassification, BertModel
+from .bert import BertForSequenceClassification, BertModel, check_class_labels
 from .distill import check_temperature, classification_kd_loss, soft_target_loss
 from . import distributed as dist
 from .training import History, RunningMetrics, TrainStep, seed_everything, to_device
@@ -35,6 +36,16 @@ def encode_texts(texts: Sequence[str], tokenizer, max_length: int = 64) -> List[
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
+def _class_index(label, i: int) -> int:
+    """A label as a class index: an int (a NumPy int too), not 1.0 or "1", which int() would take."""
+    try:
+        if isinstance(label, bool):
+            raise TypeError
+        return operator.index(label)
+    except TypeError:
+        raise TypeError(f"labels must be class indices (ints), got {label!r} for example {i}") from None
+
+
 def make_batches(input_ids: Sequence[Sequence[int]], labels: Optional[Sequence[int]] = None,
                  batch_size: int = 32, pad_token_id: int = 0, group_by_length: bool = True,
                  shuffle: bool = True, seed: int = 0) -> List[Batch]:
@@ -49,8 +60,8 @@ def make_batches(input_ids: Sequence[Sequence[int]], labels: Optional[Sequence[i
         raise ValueError("make_batches got an empty data set")
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} examples but {len(labels)} labels")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
     if group_by_length:
@@ -70,7 +81,7 @@ def make_batches(input_ids: Sequence[Sequence[int]], labels: Optional[Sequence[i
             mask[r, :len(input_ids[i])] = 1
         b = {"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx)}
         if labels is not None:
-            b["labels"] = torch.as_tensor([int(labels[i]) for i in idx])
+            b["labels"] = torch.as_tensor([_class_index(labels[i], i) for i in idx])
         batches.append(b)
     return batches
 
@@ -147,6 +158,7 @@ def batch_loss(logits: Tensor, batch: Mapping[str, Tensor], teacher_logits: Opti
     """
     if "labels" in batch:
         if teacher_logits is None:
+            check_class_labels(batch["labels"], logits.shape[-1])
             return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         return classification_kd_loss(logits.float(), teacher_logits, batch["labels"], alpha, temperature)
     if teacher_logits is None:
