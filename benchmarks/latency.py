@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.untrained:
-        bert, _ = pipeline._minilm()
+        bert, _ = pipeline.minilm()
         teacher = classifier_from_pretrained(bert, 2, "cls")
         student = student_from_teacher(teacher, (0, 2, 4))
     else:

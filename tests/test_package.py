@@ -59,3 +59,24 @@ def test_the_floors_file_pins_exactly_the_declared_floors():
         name = name.strip().lower()
         assert name in pins, f"requirements-floors.txt does not pin {name}"
         assert pins[name] in (floor, floor + ".0"), (name, pins[name], floor)
+
+
+def test_layers_import_one_way():
+    """data -> model -> training -> pipeline: a lower layer never imports a higher one, and the
+    Hugging Face interop does not import deployment (the import cycle it made)."""
+    import inspect
+
+    import torch.nn.functional as F
+    from bertbook import bert, masking
+
+    loops = {"bertbook.pretrain", "bertbook.finetune", "bertbook.distill", "bertbook.training"}
+    for module, forbidden in (("bertbook.pipeline_data", loops), ("bertbook.bert", {"bertbook.masking"}),
+                              ("bertbook.hf", {"bertbook.deploy"})):
+        code = f"import sys, {module}\nprint(sorted(set({sorted(forbidden)!r}) & set(sys.modules)))"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == "[]", f"{module} imports {done.stdout.strip()}"
+    from bertbook import hf  # not even inside a function: deploy -> pipeline -> pipeline_data -> hf
+    assert "from .deploy" not in inspect.getsource(hf) and "import deploy" not in inspect.getsource(hf)
+    # the label the losses ignore is one value on both sides: torch's own default
+    assert bert.IGNORE_INDEX == masking.IGNORE_INDEX == inspect.signature(F.cross_entropy).parameters["ignore_index"].default

@@ -27,7 +27,7 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
         assert 0.0 <= pre[k] <= 1.0, k
     mlm_t, tmlm = pipeline.mlm_teacher(cfg, cache_dir, progress=False)
     assert not tmlm["cached"] and mlm_t.config.vocab_size == 30522  # MiniLM's vocabulary
-    bert, _ = pipeline._minilm()
+    bert, _ = pipeline.minilm()
     assert torch.equal(mlm_t.bert.embeddings.word_embeddings.weight, mlm_t.mlm.tied_embeddings[0].weight)
     assert mlm_t.bert.embeddings.word_embeddings.weight is mlm_t.mlm.tied_embeddings[0].weight
     assert not torch.equal(bert.encoder.layers[0].attention.qkv.weight,

@@ -136,7 +136,7 @@ def test_transfer_labels_are_never_read(tmp_path, monkeypatch):
         return rt
 
     monkeypatch.setattr(bertbook.data, "load_rotten_tomatoes", scrambled)
-    monkeypatch.setattr(pipeline_data, "_MEMO", {"minilm": pipeline_data._minilm()})  # the data is read again
+    monkeypatch.setattr(pipeline_data, "_MEMO", {"minilm": pipeline_data.minilm()})  # the data is read again
     again, scrambled_key = train_all(str(tmp_path / "scrambled"))
     assert flipped["rows"] == 10202 - n_labelled  # every transfer review's label (and the unused rest) flipped
     assert scrambled_key != key  # the data's fingerprint changed, so nothing came from a cache

@@ -15,7 +15,10 @@ from torch import Tensor, nn
 from .attention import keep_mask
 from .device import can_read_back
 from .encoder import Encoder
-from .masking import IGNORE_INDEX
+
+# A label with this value carries no loss: F.cross_entropy's default ignore_index, which the data
+# side (`masking.IGNORE_INDEX`) writes at every position that was not selected.
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -230,6 +233,12 @@ class PreTrainedModel(nn.Module):
 
     def get_input_embeddings(self) -> nn.Embedding:
         raise NotImplementedError
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether `model` holds dynamically quantised (int8) layers (`deploy.quantize_dynamic`)."""
+    return any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized"))
+               for m in model.modules())
 
 
 def build_encoder(config: BertConfig) -> Encoder:

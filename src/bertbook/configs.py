@@ -185,6 +185,16 @@ def default_scale() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def as_scale_config(scale: Any) -> ScaleConfig:
+    """What the pipeline's functions take as `scale`: a ScaleConfig as it is, or a scale's name
+    ('cpu', 'gpu', 'tiny'; None: `default_scale()`) as `get_scale_config` makes it."""
+    if isinstance(scale, ScaleConfig):
+        return scale
+    if scale is not None and not isinstance(scale, str):
+        raise TypeError(f"scale must be 'cpu', 'gpu', 'tiny' or a ScaleConfig, got {type(scale).__name__}")
+    return get_scale_config(scale)
+
+
 def get_scale_config(scale: Optional[str] = None, **overrides: Any) -> ScaleConfig:
     """The configuration of a whole run at one scale ('cpu', 'gpu', 'tiny'; None: `default_scale()`):
     every stage's settings (a `ScaleConfig`), not a model's `BertConfig`.

@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from .bert import BertForSequenceClassification
+from .bert import BertForSequenceClassification, is_quantized
 from .cache import OUTPUT_HINT, check_writable
 from .device import evaluating
 from .distilbert import DistilBertForSequenceClassification
@@ -47,12 +47,6 @@ def _require_onnx_tools() -> None:
     _require("onnx", "ONNX export")
     _require("onnxscript", "ONNX export (the dynamo exporter)")
     _require("onnxruntime", "ONNX quantisation and inference")
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """Whether `model` holds dynamically quantised (int8) layers."""
-    return any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized"))
-               for m in model.modules())
 
 
 def quantize_dynamic(model: nn.Module, per_channel: bool = True, embeddings: bool = True) -> nn.Module:
@@ -201,8 +195,9 @@ def compress(scale=None, cache_dir: Optional[str] = None, progress: bool = True,
     turn, `rounds` times over (see `benchmark.measure_all`)."""
     from . import pipeline
     from .benchmark import measure_all, size_mb, torch_predict
+    from .configs import as_scale_config
 
-    cfg = pipeline._config(scale)
+    cfg = as_scale_config(scale)
     _require_onnx_tools()  # before the models are trained
     if out_dir is not None:
         check_writable(os.path.join(out_dir, "teacher.onnx"), OUTPUT_HINT)

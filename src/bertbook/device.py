@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Iterator, List, Optional, Sequence, Union
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,13 @@ def get_device(prefer: Optional[str] = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
+    """Move every tensor of a batch dict to `device`; other values are kept as they are."""
+    # non_blocking overlaps the copy with compute only for pinned memory (a DataLoader's
+    # pin_memory=True); the book's batches are not pinned, and for them it is an ordinary copy
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def autocast_dtype(device: Union[str, torch.device]) -> Optional[torch.dtype]:

@@ -19,7 +19,8 @@ from .bert import BertForPreTraining, check_class_labels
 from .distilbert import DistilBertForMaskedLM
 from .masking import IGNORE_INDEX
 from . import distributed as dist
-from .training import History, RunningMetrics, TrainStep, cycle, maybe_compile, seed_everything, to_device
+from .device import to_device
+from .training import History, RunningMetrics, TrainStep, cycle, maybe_compile, seed_everything
 
 
 def check_temperature(temperature: float) -> None:

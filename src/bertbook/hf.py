@@ -18,7 +18,8 @@ import torch
 import transformers
 from torch import Tensor
 
-from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel, PreTrainedModel
+from .bert import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel, PreTrainedModel,
+                   is_quantized)
 from .distilbert import (DISTILBERT_CLASSIFIER_DROPOUT, DistilBertForMaskedLM, DistilBertForSequenceClassification,
                          DistilBertModel)
 
@@ -218,8 +219,6 @@ def from_transformers(hf_model) -> PreTrainedModel:
 def save_pretrained(model: PreTrainedModel, directory: str, tokenizer=None) -> str:
     """Write Hugging Face format (config.json + model.safetensors [+ tokenizer files]) so that
     `transformers.AutoModel*.from_pretrained(directory)` and `pipeline(..., model=directory)` load it."""
-    from .deploy import is_quantized
-
     if is_quantized(model):
         raise ValueError("save_pretrained writes float weights for transformers; this model is int8-quantised "
                          "(bertbook.deploy.quantize_dynamic): save the float model, and quantise after loading")

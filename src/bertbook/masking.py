@@ -20,7 +20,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-IGNORE_INDEX = -100  # the default ignore_index of torch.nn.functional.cross_entropy
+# Labels at positions that are not selected: the default ignore_index of F.cross_entropy, as the
+# models' losses (`bert.IGNORE_INDEX`) skip them.
+IGNORE_INDEX = -100
 
 
 # ---------------------------------------------------------------------------

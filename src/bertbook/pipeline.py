@@ -38,13 +38,13 @@ from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import (CACHE_HINT, CacheWriteWarning, cache_key, check_writable, checkpoint_path, load_checkpoint,
                     save_checkpoint)
 from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
-                      ScaleConfig)
+                      ScaleConfig, as_scale_config)
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher,
                          student_layers)
 from .distill import distill
 from .finetune import classifier_from_pretrained, evaluate_classifier, finetune, predict_logits
-from .pipeline_data import (ClassificationData, PretrainingData, TransferData, _config, _minilm,
-                            classification_data, pretraining_data, transfer_data)
+from .pipeline_data import (ClassificationData, PretrainingData, TransferData, classification_data, minilm,
+                            pretraining_data, transfer_data)
 from .pretrain import pretrain
 from .training import seed_everything
 
@@ -147,7 +147,7 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
     `[MASK]` positions: the honest measure), `unigram_mask_accuracy` (its baseline),
     `heldout_unchanged_accuracy`, `heldout_random_accuracy`, `heldout_mlm_accuracy` (all selected
     positions), `heldout_nsp_accuracy` and `train_nsp_accuracy` (memorisation), `history`, ..."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     p = cfg.pretrain
     data = pretraining_data(cfg, cache_dir)
 
@@ -166,13 +166,13 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
     chapter 6's teacher. info: as `pretrained_teacher`'s."""
     from .hf import MINILM_HUB_NAME as HUB_NAME
 
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     t = cfg.mlm_teacher
     data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
 
     def build():
         seed_everything(t.seed)  # the fresh heads
-        bert, _ = _minilm()
+        bert, _ = minilm()
         model = BertForPreTraining(copy.deepcopy(bert.config))
         model.bert.load_state_dict(bert.state_dict())  # encoder and pooler; the heads stay fresh
         return _pretrain_with(model, t, data, cfg, progress)
@@ -187,7 +187,7 @@ def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: O
     other teacher layer, `distilbert.default_student_layers`) copied into a DistilBERT,
     not trained: the control that shows what initialisation alone gives. Cheap, so not cached.
     info: the held-out metrics, as the stages'."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     teacher, _ = mlm_teacher(cfg, cache_dir, progress=progress)
     # None here means the distill settings' layers; None there, every other teacher layer
     layers = student_layers(cfg.distill.layers if layers is None else layers, teacher.config.num_hidden_layers)
@@ -203,7 +203,7 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
     Wikipedia sample with the triple loss, or with `mlm_only=True` on the MLM loss alone
     (α_ce = α_cos = 0: the control that isolates what the teacher adds; same batches, same steps).
     info: the held-out metrics as `pretrained_teacher`'s, `teacher_heldout_mask_accuracy`, `history`."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     d = cfg.distill
     seed = d.seed if seed is None else seed
     teacher, tinfo = mlm_teacher(cfg, cache_dir, progress=progress)
@@ -251,7 +251,7 @@ def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str
     `teacher_heldout_mask_accuracy`, `history`."""
     if arm not in SCRATCH_ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SCRATCH_ARMS)}")
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     sc = cfg.scratch
     seed = sc.seed if seed is None else seed
     teacher, tinfo = mlm_teacher(cfg, cache_dir, progress=progress)
@@ -299,12 +299,12 @@ def _teacher_key(cfg: ScaleConfig, data: ClassificationData) -> str:
 def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
                       progress: bool = True) -> Tuple[BertForSequenceClassification, Info]:
     """The pretrained MiniLM-L6-H384 fine-tuned on Rotten Tomatoes. info: `test_accuracy`, ..."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     f = cfg.finetune
     data = classification_data(cfg)
 
     def build():
-        bert, _ = _minilm()
+        bert, _ = minilm()
         model = classifier_from_pretrained(bert, len(data.label_names), f.pooling, seed=f.seed)
         hist = finetune(model, data.train_batches, f.epochs, f.lr, f.warmup, seed=f.seed, progress=progress,
                         grad_accum=cfg.grad_accum)
@@ -321,7 +321,7 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
     the teacher's soft labels (kd=True: α·CE + (1 − α)·T²·KL) or with the labels alone (kd=False,
     the twin that isolates what distillation adds: same initialisation, same batches).
     info: `test_accuracy`, ..."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     f = cfg.finetune
     seed = f.seed if seed is None else seed
     data = classification_data(cfg)
@@ -352,7 +352,7 @@ def teacher_logits(scale: Any = None, cache_dir: Optional[str] = None, retrain: 
     file, `teacher-logits-<key>`), so that every seed and both transfer students share one pass of
     the teacher: `labelled` (N, C) on the labelled training reviews and `transfer` (M, C) on the
     transfer set (M = 0 without one), rows by example index (the batches' `index`)."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     data, transfer = classification_data(cfg), transfer_data(cfg)
     teacher, tinfo = finetuned_teacher(cfg, cache_dir, progress=progress)
 
@@ -376,7 +376,7 @@ def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_
     transfer set as if they were labels (cross-entropy), so that "more data" and "soft labels" can
     be told apart. With `transfer_examples=0` both are the distilled student, weight for weight.
     info: `test_accuracy`, `validation_accuracy`, `transfer_examples`, `pseudo_labels`, `seed`, ..."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     f = cfg.finetune
     seed = f.seed if seed is None else seed
     data, transfer = classification_data(cfg), transfer_data(cfg)
@@ -408,11 +408,11 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
                            ) -> Tuple[DistilBertForSequenceClassification, Info]:
     """The student's shape from random weights, fine-tuned on the same batches: what pretraining
     is worth. info: `test_accuracy`, ..."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     f = cfg.finetune
     seed = f.seed if seed is None else seed
     data = classification_data(cfg)
-    bert, _ = _minilm()
+    bert, _ = minilm()
 
     def build():
         seed_everything(seed)

@@ -1,31 +1,25 @@
 """The data of the pipeline's stages, each built once per process: the Wikipedia sample's NSP
 pairs and fixed evaluation batches (`pretraining_data`, chapters 4 to 6), Rotten Tomatoes encoded
 with MiniLM's tokenizer (`classification_data`, chapter 7) and the unlabelled transfer set
-(`transfer_data`). `bertbook.pipeline` imports them: `pipeline.classification_data` is this one.
+(`transfer_data`), and MiniLM loaded once (`minilm`). `bertbook.pipeline` imports them:
+`pipeline.classification_data` is this one. What it measures comes from `bertbook.metrics`, its
+batches from `bertbook.batching`.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import distributed as dist
-from .configs import FinetuneSettings, ScaleConfig, get_scale_config
-from .finetune import encode_texts, make_batches
-from .pretrain import constant_guess_accuracy, evaluate_pretraining, most_frequent_token
+from .configs import FinetuneSettings, as_scale_config
+from .batching import encode_texts, make_batches
+from .metrics import constant_guess_accuracy, evaluate_pretraining, most_frequent_token
 
 _MEMO: Dict[str, Any] = {}  # data and tokenizers, loaded once per process
-
-
-def _config(scale: Any) -> ScaleConfig:
-    if isinstance(scale, ScaleConfig):
-        return scale
-    if scale is not None and not isinstance(scale, str):
-        raise TypeError(f"scale must be 'cpu', 'gpu', 'tiny' or a ScaleConfig, got {type(scale).__name__}")
-    return get_scale_config(scale)
 
 
 def _memo(key: str, make: Callable[[], Any]) -> Any:
@@ -92,7 +86,7 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
     `tokenizer="wordpiece"`: chapter 4's tokenizer trained on the corpus (trained once, cached), cut
     as the `pretrain` settings say. `"minilm"`: MiniLM's own tokenizer, cut as the `mlm_teacher`
     settings say (the data of the MLM teacher and its students)."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
     p = cfg.pretrain if tokenizer == "wordpiece" else cfg.mlm_teacher
@@ -111,7 +105,7 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
             with dist.main_first():  # under torchrun rank 0 trains and caches it, the others load it
                 tok = get_pretraining_tokenizer(cache_dir, vocab_size=p.vocab_size, corpus=p.corpus)
         else:
-            tok = _minilm()[1]
+            tok = minilm()[1]
         docs = corpus["train"]["sentences"]
         if p.max_train_docs is not None:
             docs = docs[:p.max_train_docs]
@@ -158,7 +152,9 @@ class ClassificationData:
     validation_batches: List[Dict[str, torch.Tensor]] = field(default_factory=list)
 
 
-def _minilm():
+def minilm() -> Tuple[Any, Any]:
+    """The real MiniLM-L6-H384 as our `BertModel` and its tokenizer (`hf.load_minilm`), loaded once
+    per process: the stages copy its weights, never train it."""
     from .hf import load_minilm  # (it silences transformers' loading report itself)
 
     return _memo("minilm", load_minilm)
@@ -167,7 +163,7 @@ def _minilm():
 def classification_data(scale: Any = None) -> ClassificationData:
     """The first `train_examples` of the (shuffled) training split and the whole test and validation
     splits (`test_examples` of each, if set)."""
-    f = _config(scale).finetune
+    f = as_scale_config(scale).finetune
 
     def make() -> ClassificationData:
         from .data import fingerprint, load_rotten_tomatoes
@@ -176,7 +172,7 @@ def classification_data(scale: Any = None) -> ClassificationData:
         train = rt["train"] if f.train_examples is None else rt["train"].select(range(f.train_examples))
         test, val = (rt[k] if f.test_examples is None else rt[k].select(range(f.test_examples))
                      for k in ("test", "validation"))
-        _, tok = _minilm()
+        _, tok = minilm()
 
         def eval_batches(split):
             ids = encode_texts(split["text"], tok, f.max_length)
@@ -223,7 +219,7 @@ class TransferData:
 def transfer_data(scale: Any = None) -> TransferData:
     """The `transfer_examples` unlabelled reviews of the finetune settings (see `transfer_size`).
     A larger transfer set extends a smaller one: the first reviews are the same."""
-    f = _config(scale).finetune
+    f = as_scale_config(scale).finetune
 
     def make() -> TransferData:
         from .data import load_rotten_tomatoes
@@ -234,7 +230,7 @@ def transfer_data(scale: Any = None) -> TransferData:
         if n == 0:  # e.g. gpu scale, every review labelled: select() refuses a start at the end
             return TransferData([], [], start)
         texts = list(train.select(range(start, start + n))["text"])  # the text column only: no labels
-        _, tok = _minilm()
+        _, tok = minilm()
         ids = encode_texts(texts, tok, f.max_length)
         return TransferData(texts, make_batches(ids, None, f.batch_size, tok.pad_token_id, seed=f.seed), start)
 

@@ -15,9 +15,10 @@ from torch import nn
 
 from .benchmark import fixed_batch, time_in_turn
 from .cache import OUTPUT_HINT, check_writable
+from .configs import as_scale_config
 from .device import evaluating
 from .distilbert import student_layers
-from .pipeline import (MLM_MODELS, _config, classification_data, copied_student, distilled_student,
+from .pipeline import (MLM_MODELS, classification_data, copied_student, distilled_student,
                        finetuned_student, finetuned_teacher, get_model, mlm_teacher, pretrained_teacher,
                        pretraining_data, random_init_classifier, scratch_student, transfer_student)
 
@@ -42,7 +43,7 @@ def measure_latency(models: Dict[str, nn.Module], batch_size: int = 32, seq_len:
 def report(scale: Any = None, cache_dir: Optional[str] = None, progress: bool = True,
            latency_min_run_time: float = 1.0, latency_rounds: int = 3) -> Dict[str, Any]:
     """Run (or load) the whole chain and return the results as one flat dict (see README)."""
-    cfg = _config(scale)
+    cfg = as_scale_config(scale)
     t0 = time.perf_counter()
     _, pre = pretrained_teacher(cfg, cache_dir, progress=progress)
     mlm_t, tmlm = mlm_teacher(cfg, cache_dir, progress=progress)
@@ -127,7 +128,7 @@ def export(name: str, out_dir: str, scale: Any = None, cache_dir: Optional[str] 
     `pipeline("text-classification", out_dir)` the classifiers."""
     from .hf import save_pretrained
 
-    pooling = _config(scale).finetune.pooling
+    pooling = as_scale_config(scale).finetune.pooling
     if pooling != "cls" and name not in MLM_MODELS:
         raise ValueError(
             f"{name!r} is fine-tuned with {pooling!r} pooling, which Hugging Face's classifiers do not "

@@ -1,6 +1,6 @@
 """What every training loop of the book shares: AdamW with warm-up and linear decay, mixed
 precision (bf16 autocast, or fp16 with a gradient scaler on GPUs without bf16), gradient
-clipping, batches moved to the device, seeding, and the running metrics with their progress bar.
+clipping, seeding, the batches cycled, and the running metrics with their progress bar.
 
 `TrainStep` bundles one optimiser step's machinery so that `pretrain`, `distill` and `finetune`
 each read as "compute the loss, call `opt.step(loss)`"; `RunningMetrics` is what they log.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,11 +29,6 @@ def seed_everything(seed: int) -> None:
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
-    """Move every tensor of a batch dict to `device` (non_blocking: overlaps with compute on CUDA)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def cycle(batches: Iterable[Any], min_rows: int = 1) -> Iterator[Any]:
