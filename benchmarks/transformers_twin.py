@@ -4,8 +4,7 @@ once as our `BertForSequenceClassification`, once as `transformers`' own, with t
 
 The 3-layer model is the fine-tuned MiniLM teacher cut to `--layers` (default 0 2 4), keeping its
 embeddings, pooler and head: no new parameters, so nothing depends on a fresh initialisation.
-Trained on the labels alone. The defaults (one epoch, lr 1e-4) are the recipe of an earlier
-throwaway measurement.
+Trained on the labels alone, by default for one epoch at lr 1e-4 (`--epochs`, `--lr`).
 
     python benchmarks/transformers_twin.py --json
     python benchmarks/transformers_twin.py --epochs 2 --lr 3e-4

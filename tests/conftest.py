@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-# Unit tests are small: one thread avoids oversubscription and keeps float sums reproducible.
+# Unit tests are small: at most two threads, so that they do not oversubscribe a shared machine,
+# and the same thread count (which can change float sums) wherever two cores are available.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

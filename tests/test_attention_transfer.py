@@ -1,5 +1,5 @@
 """MiniLM's attention transfer: the relations of a layer, the KL between them (against a hand
-computation), the layer map, and `distill` with the new terms."""
+computation), the layer map, and `distill` with the attention-transfer terms."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Deployment groundwork (issue 13): int8 quantisation, ONNX export and ONNX Runtime, the benchmark harness."""
+"""Deployment (chapter 10): int8 quantisation, ONNX export and ONNX Runtime, the benchmark harness."""
 from __future__ import annotations
 
 import builtins

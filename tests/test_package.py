@@ -80,3 +80,20 @@ def test_layers_import_one_way():
     assert "from .deploy" not in inspect.getsource(hf) and "import deploy" not in inspect.getsource(hf)
     # the label the losses ignore is one value on both sides: torch's own default
     assert bert.IGNORE_INDEX == masking.IGNORE_INDEX == inspect.signature(F.cross_entropy).parameters["ignore_index"].default
+
+
+def test_the_sources_speak_of_what_they_do():
+    """Docstrings and comments describe the code, not the project's history, and state the
+    package's requirements as pyproject.toml does."""
+    import tomllib
+
+    sources = [*ROOT.glob("src/bertbook/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
+               *ROOT.glob("scripts/*.py")]
+    for path in sources:
+        text = path.read_text()
+        assert not re.search(r"\bissue \d+", text, re.IGNORECASE), f"{path.name} speaks of an issue number"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (torch_floor,) = [d.replace(" ", "") for d in deps if d.replace(" ", "").startswith("torch>=")]
+    for path in sources:
+        for stated in re.findall(r"torch>=[\d.]+", path.read_text()):
+            assert stated == torch_floor, f"{path.name} states {stated}, pyproject.toml {torch_floor}"

@@ -1,4 +1,4 @@
-"""The transfer set (chapter 7, issue 12): unlabelled training reviews on which the student learns
+"""The transfer set (chapter 7): unlabelled training reviews on which the student learns
 the teacher's soft labels alone. Their labels are never read, they overlap no other set, an
 unlabelled batch's loss is the KL term alone, and bad sizes are refused."""
 import math

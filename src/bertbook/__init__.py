@@ -12,7 +12,7 @@ from .encoder import Encoder, EncoderLayer, FeedForward
 # (chapter 1 needs nothing more).
 _LAZY = {"from_pretrained": "hf", "from_transformers": "hf", "save_pretrained": "hf",
          "to_transformers": "hf", "load_minilm": "hf"}
-_LAZY_MODULES = ("hf",)  # `bertbook.hf` worked without its own import before: it still does
+_LAZY_MODULES = ("hf",)  # `bertbook.hf` works without an `import bertbook.hf` of its own
 
 
 def __getattr__(name: str):

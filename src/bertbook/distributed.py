@@ -193,9 +193,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    # No buffer sync at each forward: the models' buffers (position ids) never change, and rank
-    # 0's evaluation runs the bare module while the others wait. (torch >= 2.13 names the switch
-    # forward_sync_buffers; older releases broadcast_buffers.)
+    # No buffer sync at each forward: our models register no buffers (positions are computed in
+    # forward), and rank 0's evaluation runs the bare module while the others wait. (torch >= 2.13
+    # names the switch forward_sync_buffers; older releases broadcast_buffers.)
     import inspect
     key = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
            else "broadcast_buffers")

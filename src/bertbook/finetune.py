@@ -151,7 +151,7 @@ def finetune(
     one stream of the labelled and the transfer batches shuffled together (seeded by `seed`), each
     batch with its own loss (`batch_loss`): T²·KL alone on a transfer batch, or with
     `pseudo_labels` cross-entropy on the teacher's argmax. Without transfer batches the stream is
-    the labelled batches in the same order as before they existed.
+    the labelled batches alone, in an order set by `seed` and their number only.
 
     Returns the history: `step`, `loss` (all batches), `accuracy` (running, on the labelled
     batches; NaN for a logging window without one), `lr`, and `seconds`. `grad_accum` and

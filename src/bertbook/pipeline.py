@@ -283,7 +283,7 @@ def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str
 
 def _student_settings(f: FinetuneSettings) -> Dict[str, Any]:
     """The finetune settings in a cache key of a stage without a transfer set: the transfer fields
-    left out, so that the key is the one it had before they existed."""
+    left out, since they do not change such a stage's model."""
     return {k: v for k, v in asdict(f).items() if k not in TRANSFER_FIELDS}
 
 
