@@ -24,12 +24,13 @@ import tempfile
 import time
 import uuid
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+T = TypeVar("T")
 FORMAT_VERSION = 1  # bump when what we store changes: it invalidates every key
 TMP_PREFIX = ".tmp-"  # temporary files in the cache's folders start so
 # Older than this, a temporary file's writer is dead: a checkpoint is written in seconds.
@@ -176,25 +177,36 @@ def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[s
     process replaced it meanwhile, the new file is read instead. A directory at `path` is an
     IsADirectoryError; any other error while reading (no permission, out of memory, ...) is
     raised, and the file is left alone."""
-    for _ in range(3):  # again only when another process replaced a corrupt file meanwhile
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, where a checkpoint file should be: "
-                                    "move it away")
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, where a checkpoint file should be: "
+                                "move it away")
+    return read_or_discard(path, _read_checkpoint, CORRUPTION_ERRORS, "checkpoint")
+
+
+def _read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
+        raise _ChecksumError("checksum mismatch")
+    return tensors, json.loads(meta.get("bertbook", "{}"))
+
+
+def read_or_discard(path: str, read: Callable[[str], T], corrupt: Tuple[Type[BaseException], ...],
+                    what: str) -> Optional[T]:
+    """`read(path)`, or None if nothing is there. If `read` raises one of `corrupt`, what is at `path`
+    is reported (CorruptCheckpointWarning, naming `what` and the path), deleted and None returned, so
+    the caller builds it again; if another process replaced it meanwhile, the new one is read."""
+    for _ in range(3):  # again only when another process replaced a corrupt one meanwhile
         try:
             checked = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):  # no file there, or a file where a folder should be
+            return read(path)
+        except (FileNotFoundError, NotADirectoryError):  # nothing there, or a file where a folder should be
             return None
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
-                raise _ChecksumError("checksum mismatch")
-            return tensors, json.loads(meta.get("bertbook", "{}"))
-        except CORRUPTION_ERRORS as e:
+        except corrupt as e:
             if remove_if_unchanged(path, checked):
-                warnings.warn(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); deleting it and retraining",
-                              CorruptCheckpointWarning, stacklevel=2)
+                warnings.warn(f"corrupt {what} {path} ({type(e).__name__}: {e}); deleting it and building it again",
+                              CorruptCheckpointWarning, stacklevel=3)
                 return None
     return None
 

@@ -17,14 +17,13 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from typing import Iterable, Optional
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 from transformers import BertTokenizerFast
 
-from .cache import CorruptCheckpointWarning, cache_root, remove_if_unchanged, remove_stale_temporaries
+from .cache import cache_root, read_or_discard, remove_stale_temporaries
 
 # Order fixes the ids: [PAD]=0 so that zero-initialised buffers are padding.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -158,17 +157,10 @@ def get_pretraining_tokenizer(
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = cache_root(cache_dir)
     final = os.path.join(root, f"tokenizer-{digest}")
-    for _ in range(3):  # again only when another process replaced a corrupt copy meanwhile
-        if not os.path.isfile(os.path.join(final, "tokenizer.json")):
-            break
-        checked = os.stat(final)
-        try:
-            return load_tokenizer(final)
-        except CorruptTokenizerError as e:
-            if remove_if_unchanged(final, checked):
-                warnings.warn(f"corrupt tokenizer {final} ({e}); deleting it and training it again",
-                              CorruptCheckpointWarning, stacklevel=2)
-                break
+    if os.path.isfile(os.path.join(final, "tokenizer.json")):
+        found = read_or_discard(final, load_tokenizer, (CorruptTokenizerError,), "tokenizer")
+        if found is not None:
+            return found
 
     tokenizer = train_wordpiece(train["text"], vocab_size=vocab_size, lowercase=lowercase)
     os.makedirs(root, exist_ok=True)
