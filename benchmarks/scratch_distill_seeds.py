@@ -21,15 +21,37 @@ import json
 import os
 import statistics
 import sys
+from collections import Counter
+
+import torch
 
 from bertbook import pipeline
 from bertbook.configs import CHAIN_SCRATCH_ARMS, SCRATCH_ARMS, get_scale_config
+from bertbook.metrics import position_kinds
+from bertbook.pipeline_data import pretraining_data
 
 sys.path.insert(0, os.path.dirname(__file__))
 from distill_seeds import paired, parse_overrides, spread  # noqa: E402
 from mlm_distill_seeds import downstream  # noqa: E402
 
 SPLITS = {"selection": "selection_mask_accuracy", "heldout": "heldout_mask_accuracy"}
+
+
+@torch.no_grad()
+def first_guesses(model, data) -> dict:
+    """What a student answers at the held-out `[MASK]` positions: how many different first guesses
+    it makes, and its commonest one with the share of positions it fills. A student that learned
+    only token frequencies gives one or two answers everywhere, whatever the sentence."""
+    model.eval()
+    guesses = []
+    for b in data.eval_batches:
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        at_mask = position_kinds(b, data.mask_token_id)["mask"]
+        guesses.append(logits.argmax(-1)[b["labels"] != -100][at_mask])
+    counts = Counter(torch.cat(guesses).tolist())
+    top, n = counts.most_common(1)[0]
+    return {"distinct_guesses": len(counts), "top_guess": data.tokenizer.convert_ids_to_tokens(top),
+            "top_guess_share": n / sum(counts.values())}
 
 
 def main(argv=None) -> dict:
@@ -55,15 +77,17 @@ def main(argv=None) -> dict:
     log(f"teacher [MASK] accuracy: selection {tinfo['selection_mask_accuracy']:.4f}, held out "
         f"{tinfo['heldout_mask_accuracy']:.4f}; unigram (held out) {tinfo['unigram_mask_accuracy']:.4f}")
     students = {}
+    data = pretraining_data(cfg, tokenizer="minilm")
     for arm in args.arms:
         rows = []
         for seed in args.seeds:
             model, info = pipeline.scratch_student(cfg, arm=arm, seed=seed, progress=False)
             students[(arm, seed)] = model
             rows.append({"seed": seed, **{s: info[k] for s, k in SPLITS.items()}, "seconds": info["seconds"],
-                         "cached": info["cached"]})
+                         "cached": info["cached"], **first_guesses(model, data)})
             log(f"{arm:<20} seed {seed}: selection {rows[-1]['selection']:.4f}, held out {rows[-1]['heldout']:.4f}"
-                f" ({info['seconds']:.0f} s{', cached' if info['cached'] else ''})")
+                f", {rows[-1]['distinct_guesses']} different first guesses ({info['seconds']:.0f} s"
+                f"{', cached' if info['cached'] else ''})")
         res["arms"][arm] = {"rows": rows, **{s: spread([r[s] for r in rows]) for s in SPLITS}}
     if args.control in args.arms:
         control = {r["seed"]: r for r in res["arms"][args.control]["rows"]}

@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
@@ -168,6 +169,7 @@ def test_scratch_distill_seeds_pairs_each_arm_with_the_control(tmp_path, monkeyp
                                       "--finetune-seeds", "0", "--json"])
     rows, control = res["arms"]["attention"]["rows"], res["arms"]["mlm-only"]["rows"]
     assert [r["seed"] for r in rows] == [0, 1] and not any(r["cached"] for r in rows)
+    assert all(r["distinct_guesses"] >= 1 and 0 < r["top_guess_share"] <= 1 and r["top_guess"] for r in rows)
     g = res["gains"]["attention"]
     assert g["heldout"]["n"] == 2 and g["heldout"]["mean"] == pytest.approx(
         sum(r["heldout"] - c["heldout"] for r, c in zip(rows, control)) / 2)
@@ -179,3 +181,23 @@ def test_scratch_distill_seeds_pairs_each_arm_with_the_control(tmp_path, monkeyp
     from bertbook.configs import get_scale_config
     _, info = pipeline.scratch_student(get_scale_config("tiny"), arm="attention", progress=False)
     assert info["cached"] and info["heldout_mask_accuracy"] == rows[0]["heldout"]
+
+
+def test_first_guesses_counts_answers_at_mask_positions_only():
+    import types
+
+    import scratch_distill_seeds
+
+    class Answers(torch.nn.Module):  # answers 7 where the input shows [MASK] (id 3), 5 elsewhere
+        def forward(self, input_ids, attention_mask):
+            logits = torch.zeros(*input_ids.shape, 10)
+            logits[..., 5] = 1.0
+            logits[..., 7] += 2.0 * (input_ids == 3)
+            return types.SimpleNamespace(logits=logits)
+
+    batch = {"input_ids": torch.tensor([[1, 3, 4, 3], [3, 2, 3, 6]]), "attention_mask": torch.ones(2, 4, dtype=torch.long),
+             "labels": torch.tensor([[-100, 8, 4, 9], [8, -100, -100, 6]])}  # 3 [MASK] positions, 2 unchanged
+    tokenizer = types.SimpleNamespace(convert_ids_to_tokens=lambda i: f"tok{i}")
+    data = types.SimpleNamespace(eval_batches=[batch], mask_token_id=3, tokenizer=tokenizer)
+    out = scratch_distill_seeds.first_guesses(Answers(), data)
+    assert out == {"distinct_guesses": 1, "top_guess": "tok7", "top_guess_share": 1.0}
