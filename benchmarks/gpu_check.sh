@@ -19,10 +19,13 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$WORK/gpu.txt" 2>&1 || true
 python - > "$WORK/env.json" 2>&1 <<'PY'
 import json, torch
-print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
-                  "cuda_available": torch.cuda.is_available(),
-                  "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                  "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported()}))
+from bertbook.device import autocast_dtype, needs_grad_scaler
+cuda = torch.cuda.is_available()
+print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": cuda,
+                  "device": torch.cuda.get_device_name(0) if cuda else None,
+                  "capability": list(torch.cuda.get_device_capability(0)) if cuda else None,
+                  "autocast": str(autocast_dtype("cuda")) if cuda else None,
+                  "grad_scaler": cuda and needs_grad_scaler("cuda")}))
 PY
 
 step() {  # step NAME LIMIT_SECONDS COMMAND...

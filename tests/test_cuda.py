@@ -5,7 +5,8 @@ Under bf16 autocast both implementations round differently, so neither equals th
 the test states the tolerance as: our bf16 logits are within 0.1 of the fp32 logits (absolute,
 logits of order 1) and no further from them than 2x transformers' own bf16 error + 0.01.
 Then a few training steps of each loop with mixed precision, and the fp16 + GradScaler path
-(Colab's T4) forced on a bf16-capable GPU.
+(Colab's T4) forced on a bf16-capable GPU. Which precision a GPU gets is tested without one, in
+tests/test_device.py.
 """
 import pytest
 import torch

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -26,12 +27,23 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+def _native_bf16(device: Union[str, torch.device] = "cuda") -> bool:
+    """Whether a CUDA GPU computes in bf16 natively: compute capability 8.0 or newer (A100, L4, H100).
+    A T4 (7.5) only emulates bf16, slowly, and there fp16 with loss scaling is the faster choice."""
+    is_bf16_supported = torch.cuda.is_bf16_supported
+    # By default torch counts emulation as support (True on a T4); ask without it where torch can.
+    if "including_emulation" in inspect.signature(is_bf16_supported).parameters:
+        return bool(is_bf16_supported(including_emulation=False))
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    return major >= 8
+
+
 def autocast_dtype(device: Union[str, torch.device]) -> Optional[torch.dtype]:
-    """bf16 on CUDA GPUs that support it, fp16 on older ones (T4), None (fp32) elsewhere."""
+    """bf16 on CUDA GPUs with native bf16, fp16 on older ones (T4), None (fp32) elsewhere."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _native_bf16(device) else torch.float16
 
 
 def autocast(device: Union[str, torch.device], enabled: Optional[bool] = None) -> ContextManager:
