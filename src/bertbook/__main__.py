@@ -1,7 +1,8 @@
 """Command line: `python -m bertbook {pretrain,distill,finetune,report,export,compress}`.
 
 Every command loads what the cache holds and trains the rest, so `report` after `pretrain` only
-trains the missing models. `--scale` defaults to gpu when CUDA is present, else cpu.
+trains the missing models. `--scale` defaults to $BERTBOOK_SCALE when it is set,
+else to gpu when CUDA is present, else cpu.
 
 Under `torchrun --nproc_per_node=N -m bertbook ...` the training commands run as N data-parallel
 processes (`bertbook.distributed`); rank 0 alone prints and writes the cache.
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bertbook", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--scale", choices=SCALES, default=None,
-                        help="model and data size (default: gpu if CUDA is available, else cpu)")
+                        help="model and data size (default: $BERTBOOK_SCALE if set, else gpu if CUDA is "
+                             "available, else cpu)")
     common.add_argument("--cache-dir", default=None,
                         help="checkpoint cache (default: $BERTBOOK_CACHE or ~/.cache/bertbook)")
     common.add_argument("--retrain", action="store_true", help="ignore the cache for this command's models")
@@ -74,6 +76,11 @@ def _mlm_line(name: str, info: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scale is None:
+        try:
+            args.scale = default_scale()
+        except ValueError as e:  # a bad BERTBOOK_SCALE: one line, before anything is loaded or trained
+            raise SystemExit(f"python -m bertbook: {e}") from None
     with dist.process_group():  # under torchrun: join the process group; else nothing
         return _run(args)
 
@@ -84,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         # files (every rank at once would race): both belong to one process, after training.
         raise SystemExit(f"'{args.command}' runs in one process: train under torchrun with pretrain / distill "
                          f"/ finetune, then run 'python -m bertbook {args.command} ...'")
-    cfg = get_scale_config(args.scale or default_scale(), compile=args.compile, grad_accum=args.grad_accum)
+    cfg = get_scale_config(args.scale, compile=args.compile, grad_accum=args.grad_accum)
     kw = dict(cache_dir=args.cache_dir, progress=not args.quiet)
     # Under torchrun every rank runs the same commands; rank 0 alone prints.
     out = print if dist.is_main() else (lambda *a, **k: None)

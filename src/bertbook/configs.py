@@ -3,7 +3,7 @@
 * `cpu`: everything (pretraining, the MLM teacher, distillation, MiniLM fine-tuning, students,
   controls) on a 2-core CPU; what the book's stored outputs show (times: benchmarks/README.md).
 * `gpu`: a wider model, more steps, all the fine-tuning data; picked automatically when CUDA is
-  present.
+  present, unless the environment variable BERTBOOK_SCALE names another scale.
 * `tiny`: seconds, for the smoke test.
 
 Each stage's settings are a separate dataclass so that a stage's cache key changes only when
@@ -12,6 +12,7 @@ something that stage depends on changes.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
@@ -20,6 +21,7 @@ import torch
 from .bert import BertConfig
 
 SCALES = ("cpu", "gpu", "tiny")
+SCALE_VARIABLE = "BERTBOOK_SCALE"  # names the scale when none is given
 
 
 @dataclass
@@ -181,8 +183,15 @@ class ScaleConfig:
 
 
 def default_scale() -> str:
-    """'gpu' when CUDA is present, else 'cpu'."""
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    """The scale named by the environment variable BERTBOOK_SCALE ('cpu', 'gpu' or 'tiny'); when it
+    is unset or empty, 'gpu' if CUDA is present, else 'cpu'. Every chapter and the command line
+    without --scale run at this scale."""
+    chosen = os.environ.get(SCALE_VARIABLE, "")
+    if not chosen:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if chosen not in SCALES:
+        raise ValueError(f"{SCALE_VARIABLE} must be one of {', '.join(SCALES)} (or unset), got {chosen!r}")
+    return chosen
 
 
 def as_scale_config(scale: Any) -> ScaleConfig:
