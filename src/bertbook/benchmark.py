@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .device import evaluating
+from .device import cpu_flags, evaluating
 
 Batch = Mapping[str, Tensor]
 Predict = Callable[[Batch], Tensor]  # a batch dict -> logits (B, C)
@@ -52,12 +52,8 @@ def cpu_has_vnni() -> Optional[bool]:
     """Whether this CPU has the VNNI instructions (AVX512_VNNI or AVX_VNNI: an 8-bit multiply-add in
     one step, which int8 kernels use), from the flags in /proc/cpuinfo; None where there is no such
     file (not Linux). The int8 speed-ups of chapter 10 depend on it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    flags = cpu_flags()
+    return None if flags is None else bool({"avx512_vnni", "avx_vnni"} & flags)
 
 
 def accuracy(predict: Predict, batches: Sequence[Batch]) -> float:

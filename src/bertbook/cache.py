@@ -8,10 +8,12 @@ so a stale model is never loaded by mistake.
 Writes go to a temporary file in the same folder, then `os.replace` renames it into place (atomic
 on POSIX), so a run killed mid-write leaves the previous state; temporary files that a killed
 writer left are removed once they are older than `STALE_SECONDS`. A checksum of the tensor bytes
-is stored in the file's metadata; a file that fails to parse or to match it is reported, deleted
-and treated as missing, so the caller retrains. Deleting it is safe when several processes share
-the cache: the file is first renamed aside and deleted only if it is still the one that was
-checked; a good file that another process wrote meanwhile is put back and read.
+is stored in the file's metadata, with the torch version and CPU flags of the machine that wrote
+it (`device.machine_record`, read back by `verify_checkpoint`; no key covers them); a file that
+fails to parse or to match the checksum is reported, deleted and treated as missing, so the
+caller retrains. Deleting it is safe when several processes share the cache: the file is first
+renamed aside and deleted only if it is still the one that was checked; a good file that another
+process wrote meanwhile is put back and read.
 """
 from __future__ import annotations
 
@@ -30,11 +32,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .device import machine_record
+
 T = TypeVar("T")
 FORMAT_VERSION = 1  # bump when what we store changes: it invalidates every key
 TMP_PREFIX = ".tmp-"  # temporary files in the cache's folders start so
 # Older than this, a temporary file's writer is dead: a checkpoint is written in seconds.
 STALE_SECONDS = 6 * 3600
+# The metadata entry that records the machine a checkpoint was written on: the pipeline writes a
+# checkpoint right after training it, so this is the machine that trained it.
+MACHINE_FIELD = "machine"
 
 
 class CorruptCheckpointWarning(UserWarning):
@@ -152,7 +159,8 @@ def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Op
     if not state_dict:
         raise ValueError("refusing to save an empty state dict")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    meta = {"bertbook": json.dumps(metadata or {}, default=_jsonable), "checksum": _checksum(tensors)}
+    meta = {"bertbook": json.dumps(metadata or {}, default=_jsonable), "checksum": _checksum(tensors),
+            MACHINE_FIELD: json.dumps(machine_record())}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder)
@@ -183,13 +191,27 @@ def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[s
     return read_or_discard(path, _read_checkpoint, CORRUPTION_ERRORS, "checkpoint")
 
 
-def _read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def _read_verified(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """The tensors and the raw metadata of the file at `path`, the tensors checked against the checksum."""
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "checksum" not in meta or _checksum(tensors) != meta["checksum"]:
         raise _ChecksumError("checksum mismatch")
+    return tensors, meta
+
+
+def _read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    tensors, meta = _read_verified(path)
     return tensors, json.loads(meta.get("bertbook", "{}"))
+
+
+def verify_checkpoint(path: str) -> Optional[Dict[str, Any]]:
+    """Read the checkpoint at `path` and check its tensors against its checksum, raising one of
+    `CORRUPTION_ERRORS` if it is damaged (the file is left alone). Returns the machine that wrote
+    it, as `device.machine_record` gives it, or None for a file that does not record one."""
+    _, meta = _read_verified(path)
+    return json.loads(meta[MACHINE_FIELD]) if MACHINE_FIELD in meta else None
 
 
 def read_or_discard(path: str, read: Callable[[str], T], corrupt: Tuple[Type[BaseException], ...],

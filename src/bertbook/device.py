@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Union
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,29 @@ def autocast(device: Union[str, torch.device], enabled: Optional[bool] = None) -
 def needs_grad_scaler(device: Union[str, torch.device]) -> bool:
     """fp16 (not bf16) needs loss scaling to keep small gradients from underflowing."""
     return autocast_dtype(device) == torch.float16
+
+
+# The CPU features that change how fast (and, through the kernels chosen, how exactly) a model
+# trains and runs on the CPU: 256- and 512-bit vectors, the 8-bit multiply-add (VNNI), and AMX.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> Optional[Set[str]]:
+    """The flags of this CPU as /proc/cpuinfo lists them (its first processor); None where there is
+    no such file (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return None
+
+
+def machine_record() -> Dict[str, Any]:
+    """This machine as a checkpoint or a pack of checkpoints records it: the torch version, and
+    for each of `CPU_FLAGS` whether the CPU has it ("unknown" where the flags cannot be read)."""
+    flags = cpu_flags()
+    return {"torch": torch.__version__,
+            "cpu_flags": "unknown" if flags is None else {name: name in flags for name in CPU_FLAGS}}
 
 
 def can_read_back(x: Tensor) -> bool:
