@@ -1,8 +1,10 @@
-"""Command line: `python -m bertbook {pretrain,distill,finetune,report,export,compress}`.
+"""Command line: `python -m bertbook {pretrain,distill,finetune,report,export,compress,cache}`.
 
 Every command loads what the cache holds and trains the rest, so `report` after `pretrain` only
-trains the missing models. `--scale` defaults to $BERTBOOK_SCALE when it is set,
-else to gpu when CUDA is present, else cpu.
+trains the missing models. `--scale` defaults to $BERTBOOK_SCALE when it is set, else to gpu
+when CUDA is present, else cpu. `cache pack OUT` writes the cache's checkpoints and a manifest
+into a folder or an archive; `cache unpack SRC` fills the cache from one, each file checked
+against the manifest (`bertbook.share`).
 
 Under `torchrun --nproc_per_node=N -m bertbook ...` the training commands run as N data-parallel
 processes (`bertbook.distributed`); rank 0 alone prints and writes the cache.
@@ -11,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tarfile
 from typing import List, Optional
 
 from .configs import CHAIN_SCRATCH_ARMS, SCALES, default_scale, get_scale_config
 from . import distributed as dist
 from . import pipeline
+
+
+CACHE_DIR_HELP = "checkpoint cache (default: $BERTBOOK_CACHE or ~/.cache/bertbook)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--scale", choices=SCALES, default=None,
                         help="model and data size (default: $BERTBOOK_SCALE if set, else gpu if CUDA is "
                              "available, else cpu)")
-    common.add_argument("--cache-dir", default=None,
-                        help="checkpoint cache (default: $BERTBOOK_CACHE or ~/.cache/bertbook)")
+    common.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     common.add_argument("--retrain", action="store_true", help="ignore the cache for this command's models")
     common.add_argument("--quiet", action="store_true", help="no progress bars, no notes on stderr")
     common.add_argument("--compile", action="store_true", help="torch.compile the models being trained")
@@ -55,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
     com.add_argument("--rounds", type=_positive_int, default=3,
                      help="times every variant is timed, in turn with the others (medians over all rounds)")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
+    shared.add_argument("--quiet", action="store_true", help="no progress bars")
+    cache = sub.add_parser("cache", help="share trained checkpoints: pack the cache's, or unpack a pack into it")
+    actions = cache.add_subparsers(dest="action", required=True)
+    pack = actions.add_parser("pack", parents=[shared],
+                              help="write every cached checkpoint and manifest.json (stage, key, sha256, bytes, "
+                                   "torch version, CPU flags) into OUT")
+    pack.add_argument("out", metavar="OUT", help="a folder, or an archive: a name ending in .tar, .tar.gz or .tgz")
+    unpack = actions.add_parser("unpack", parents=[shared],
+                                help="fill the cache from a pack, each file checked against its manifest")
+    unpack.add_argument("src", metavar="SRC", help="a pack's folder, archive or http(s) URL")
     return parser
 
 
@@ -76,6 +94,8 @@ def _mlm_line(name: str, info: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "cache":  # no model, no scale: files only
+        return _cache(args)
     if args.scale is None:
         try:
             args.scale = default_scale()
@@ -83,6 +103,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit(f"python -m bertbook: {e}") from None
     with dist.process_group():  # under torchrun: join the process group; else nothing
         return _run(args)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """`cache pack` and `cache unpack`: a summary line on stdout, or the problem in one line."""
+    from . import share
+    from .cache import cache_root
+
+    try:
+        if args.action == "pack":
+            manifest = share.pack(args.out, args.cache_dir)
+            size = sum(e["bytes"] for e in manifest["files"]) / 1e6
+            summary = f"packed {len(manifest['files'])} checkpoints ({size:.1f} MB) into {args.out}"
+        else:
+            done = share.unpack(args.src, args.cache_dir, progress=not args.quiet)
+            summary = (f"unpacked {len(done['placed'])} checkpoints into "
+                       f"{os.path.join(cache_root(args.cache_dir), 'checkpoints')} "
+                       f"({len(done['skipped'])} already there)")
+    except (OSError, ValueError, tarfile.TarError) as e:
+        raise SystemExit(f"python -m bertbook cache {args.action}: {e}") from None
+    print(summary)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

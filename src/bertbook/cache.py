@@ -17,6 +17,7 @@ process wrote meanwhile is put back and read.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -26,7 +27,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Type, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -161,21 +162,30 @@ def save_checkpoint(path: str, state_dict: Dict[str, torch.Tensor], metadata: Op
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {"bertbook": json.dumps(metadata or {}, default=_jsonable), "checksum": _checksum(tensors),
             MACHINE_FIELD: json.dumps(machine_record())}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_temporaries(folder)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
+    with replacing(path, ".safetensors") as tmp:
         save_file(tensors, tmp, metadata=meta)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+    return path
+
+
+@contextlib.contextmanager
+def replacing(path: str, suffix: str = "") -> Iterator[str]:
+    """The path of a new temporary file beside `path` (its folder created if need be) for the block
+    to write: renamed to `path` when the block ends, deleted if it raises, so that `path` is only
+    ever the old file or the whole new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
-    return path
 
 
 def load_checkpoint(path: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:

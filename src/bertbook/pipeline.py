@@ -16,7 +16,9 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
 
 Each returns (model in eval mode, info): info holds the measured metrics, the training history,
 the seconds it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's
-settings, the data fingerprint, the upstream model's key and the package version.
+settings, the data fingerprint, the upstream model's key and the package version. A stage missing
+from the cache is fetched from `$BERTBOOK_CHECKPOINTS` when that lists it (`bertbook.share`),
+checked and loaded, before training is considered.
 
 The stages' data (`pretraining_data`, `classification_data`, `transfer_data`) are built in
 `bertbook.pipeline_data` and importable from here; what the chain measures as a whole (`report`,
@@ -46,6 +48,7 @@ from .finetune import classifier_from_pretrained, evaluate_classifier, finetune,
 from .pipeline_data import (ClassificationData, PretrainingData, TransferData, classification_data, minilm,
                             pretraining_data, transfer_data)
 from .pretrain import pretrain
+from .share import fetch_checkpoint
 from .training import seed_everything
 
 MODEL_CLASSES = {c.__name__: c for c in (BertForPreTraining, DistilBertForMaskedLM,
@@ -57,13 +60,17 @@ Info = Dict[str, Any]
 
 def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], cache_dir: Optional[str],
                    retrain: bool, restore: Callable[[Dict[str, torch.Tensor], Info], Any],
-                   tensors_of: Callable[[Any, Info], Dict[str, torch.Tensor]]) -> Tuple[Any, Info]:
+                   tensors_of: Callable[[Any, Info], Dict[str, torch.Tensor]],
+                   progress: bool = True) -> Tuple[Any, Info]:
     """Load `<stage>-<key>` from the cache (`restore` turns its tensors into the output), else
+    fetch it from `$BERTBOOK_CHECKPOINTS` if that lists it (`share.fetch_checkpoint`), else
     `build()` it and save `tensors_of(output)` atomically, with the info. Whether the checkpoint
     can be written is checked before `build()`; if writing fails even so, the output is returned
     with a CacheWriteWarning that names the path, not lost."""
     path = checkpoint_path(stage, key, cache_dir)
     found = None if retrain else load_checkpoint(path)  # None if missing or corrupt (it warns, deletes)
+    if found is None and not retrain and fetch_checkpoint(stage, key, path, progress):
+        found = load_checkpoint(path)  # checked against the manifest, and here against its own checksum
     # Under torchrun the ranks train together or not at all: load only if every rank has the file.
     if not dist.all_ranks_agree(found is not None):
         found = None
@@ -94,7 +101,7 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
 
 
 def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
-            cache_dir: Optional[str], retrain: bool) -> Tuple[nn.Module, Info]:
+            cache_dir: Optional[str], retrain: bool, progress: bool = True) -> Tuple[nn.Module, Info]:
     """A model stage: load `<stage>-<key>` from the cache, else `build()` it and save it."""
     def restore(state: Dict[str, torch.Tensor], info: Info) -> nn.Module:
         model = MODEL_CLASSES[info["class"]](BertConfig.from_dict(info["model_config"]))
@@ -105,14 +112,15 @@ def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
         info["class"], info["model_config"] = type(model).__name__, model.config.to_dict()
         return model.state_dict()
 
-    model, info = _load_or_build(stage, key, build, cache_dir, retrain, restore, tensors_of)
+    model, info = _load_or_build(stage, key, build, cache_dir, retrain, restore, tensors_of, progress)
     return model.eval(), info
 
 
 def _cached_tensors(stage: str, key: str, build: Callable[[], Tuple[Dict[str, torch.Tensor], Info]],
-                    cache_dir: Optional[str], retrain: bool) -> Tuple[Dict[str, torch.Tensor], Info]:
+                    cache_dir: Optional[str], retrain: bool,
+                    progress: bool = True) -> Tuple[Dict[str, torch.Tensor], Info]:
     """A stage whose output is tensors, not a model (the teacher's logits)."""
-    return _load_or_build(stage, key, build, cache_dir, retrain, lambda t, _: t, lambda t, _: t)
+    return _load_or_build(stage, key, build, cache_dir, retrain, lambda t, _: t, lambda t, _: t, progress)
 
 
 
@@ -156,7 +164,7 @@ def pretrained_teacher(scale: Any = None, cache_dir: Optional[str] = None, retra
         model = BertForPreTraining(p.model_config(len(data.tokenizer)))
         return _pretrain_with(model, p, data, cfg, progress)
 
-    return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain)
+    return _cached("pretrain", _pretrain_key(cfg, data), build, cache_dir, retrain, progress)
 
 
 def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
@@ -178,7 +186,7 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
         return _pretrain_with(model, t, data, cfg, progress)
 
     return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
-                   cache_dir, retrain)
+                   cache_dir, retrain, progress)
 
 
 def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: Optional[Sequence[int]] = None,
@@ -221,7 +229,7 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
                          "history": hist, **dist.provenance(d.batch_size, cfg.grad_accum)}
 
     stage = "distill-mlm-only" if mlm_only else "distill"
-    return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain)
+    return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain, progress)
 
 
 def _scratch_settings(arm: str, cfg: ScaleConfig) -> Dict[str, Any]:
@@ -275,7 +283,7 @@ def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str
                          "history": hist, **dist.provenance(sc.batch_size, cfg.grad_accum)}
 
     stage = f"scratch-{arm}"
-    return _cached(stage, cache_key(stage, w, tinfo["key"], seed), build, cache_dir, retrain)
+    return _cached(stage, cache_key(stage, w, tinfo["key"], seed), build, cache_dir, retrain, progress)
 
 
 # --------------------------------------------------------------------------- classification
@@ -311,7 +319,7 @@ def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrai
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches),
                        "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    return _cached("teacher", _teacher_key(cfg, data), build, cache_dir, retrain)
+    return _cached("teacher", _teacher_key(cfg, data), build, cache_dir, retrain, progress)
 
 
 def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bool = True,
@@ -338,7 +346,7 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
                          "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     key = cache_key("student", _student_settings(f), tinfo["key"], kd, seed)
-    return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain)
+    return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain, progress)
 
 
 def _teacher_logits_key(tinfo: Info, transfer: TransferData) -> str:
@@ -363,7 +371,7 @@ def teacher_logits(scale: Any = None, cache_dir: Optional[str] = None, retrain: 
         return {"labelled": labelled, "transfer": unlabelled}, {"transfer_examples": len(transfer.texts),
                                                                "teacher_key": tinfo["key"]}
 
-    return _cached_tensors("teacher-logits", _teacher_logits_key(tinfo, transfer), build, cache_dir, retrain)
+    return _cached_tensors("teacher-logits", _teacher_logits_key(tinfo, transfer), build, cache_dir, retrain, progress)
 
 
 def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_labels: bool = False,
@@ -400,7 +408,7 @@ def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_
 
     settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
     key = cache_key("student-transfer", settings, logits_key, pseudo_labels, seed)
-    return _cached("student-pseudo" if pseudo_labels else "student-transfer", key, build, cache_dir, retrain)
+    return _cached("student-pseudo" if pseudo_labels else "student-transfer", key, build, cache_dir, retrain, progress)
 
 
 def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, seed: Optional[int] = None,
@@ -425,7 +433,7 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
                        "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     key = cache_key("random-init", _student_settings(f), data.fingerprint, seed)
-    return _cached("random-init", key, build, cache_dir, retrain)
+    return _cached("random-init", key, build, cache_dir, retrain, progress)
 
 
 # --------------------------------------------------------------------------- by name
