@@ -7,7 +7,7 @@ CPU threads; with two, each gets half (`OMP_NUM_THREADS`). On a machine whose co
 share, two processes cannot be faster than one by more than the better use of those cores: the
 point of the table is the overhead of the all-reduce, not a speed-up.
 
-    python benchmarks/ddp_throughput.py --json > results/ddp_throughput.json
+    python benchmarks/ddp_throughput.py --json > src/bertbook/results/ddp_throughput.json
 """
 from __future__ import annotations
 

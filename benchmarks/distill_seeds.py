@@ -12,20 +12,22 @@ so the same head and labelled batches), against the labels-only twin unless name
 
     python benchmarks/distill_seeds.py --seeds 0 1 2
     python benchmarks/distill_seeds.py --seeds 0 1 2 --set finetune__alpha=0.5   # another setting
-    python benchmarks/distill_seeds.py --seeds 0 1 2 3 4 --transfer --pseudo --out benchmarks/results/distill_transfer_seeds.json
+    python benchmarks/distill_seeds.py --seeds 0 1 2 3 4 --transfer --pseudo --out distill_transfer_seeds.json
     python benchmarks/distill_seeds.py --seeds 0 1 2 3 4 --transfer --set finetune__transfer_examples=3000
-    python benchmarks/distill_seeds.py --seeds 0 1 2 3 4 --curve 0 1500 3000 6202 --out benchmarks/results/distill_transfer_curve.json
+    python benchmarks/distill_seeds.py --seeds 0 1 2 3 4 --curve 0 1500 3000 6202 --out distill_transfer_curve.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
 from bertbook import pipeline
 from bertbook.configs import get_scale_config
 from bertbook.finetune import evaluate_classifier
+from bertbook.results import RESULTS_DIR
 
 SPLITS = ("test", "validation")
 
@@ -91,7 +93,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--curve", type=int, nargs="+", default=None, metavar="N",
                     help="transfer-set sizes: the transfer student at each size and seed (size 0 is the "
                          "distilled student itself: the same weights)")
-    ap.add_argument("--out", default=None, help="also write the JSON result to this file")
+    ap.add_argument("--out", default=None, help="also write the JSON result to this file (a bare file name: into bertbook.results.RESULTS_DIR, "
+                         "src/bertbook/results/, where the chapters read it)")
     ap.add_argument("--json", action="store_true", help="print only the JSON result (progress to stderr)")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -148,7 +151,8 @@ def main(argv=None) -> dict:
     text = json.dumps(res, indent=None if args.json else 2)
     print(text)
     if args.out:
-        with open(args.out, "w") as fh:
+        out = args.out if os.path.dirname(args.out) else os.path.join(RESULTS_DIR, args.out)
+        with open(out, "w") as fh:
             fh.write(json.dumps(res, indent=1) + "\n")
     return res
 

@@ -8,13 +8,13 @@ Every figure is given on the selection split (training documents nobody trains o
 there) and on the held-out split (the corpus' validation documents: the one the book reports).
 
     python benchmarks/mlm_distill_seeds.py --seeds 0 1 2 --finetune-seeds 0 1 2 3 4 --json \
-        > benchmarks/results/mlm_distill_seeds.json   # the chapter's 300 steps, and downstream
+        > src/bertbook/results/mlm_distill_seeds.json   # the chapter's 300 steps, and downstream
     python benchmarks/mlm_distill_seeds.py --seeds 0 1 2 --set distill__steps=200 --json \
-        > benchmarks/results/mlm_distill_seeds_steps200.json   # what the steps cost
+        > src/bertbook/results/mlm_distill_seeds_steps200.json   # what the steps cost
     python benchmarks/mlm_distill_seeds.py --seeds 0 --set distill__steps=200 "distill__layers=(0, 2, 5)" \
-        --no-control --json > benchmarks/results/mlm_distill_seeds_layers_025.json   # the layers (200 steps)
+        --no-control --json > src/bertbook/results/mlm_distill_seeds_layers_025.json   # the layers (200 steps)
     python benchmarks/mlm_distill_seeds.py --seeds 0 --set distill__steps=200 distill__temperature=1.0 --json \
-        > benchmarks/results/mlm_distill_T1.json   # a variant, on the selection split (200 steps)
+        > src/bertbook/results/mlm_distill_T1.json   # a variant, on the selection split (200 steps)
 """
 from __future__ import annotations
 

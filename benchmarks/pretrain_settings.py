@@ -5,7 +5,7 @@ Each row is the pipeline's `pretrained_teacher` with config overrides, cached li
 row is chapter 5's model). Rows that double the sequence length halve the steps, so every row
 sees the same number of tokens.
 
-    python benchmarks/pretrain_settings.py --json > benchmarks/results/pretrain_settings.json
+    python benchmarks/pretrain_settings.py --json > src/bertbook/results/pretrain_settings.json
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ the same batches. Every figure is given on the selection split (training documen
 on: settings are chosen there) and on the held-out split (the one the book reports).
 
     python benchmarks/scratch_distill_seeds.py --seeds 0 1 2 --finetune-seeds 0 1 2 3 4 --json \
-        > benchmarks/results/scratch_distill_seeds.json
+        > src/bertbook/results/scratch_distill_seeds.json
     python benchmarks/scratch_distill_seeds.py --arms mlm-only attention --seeds 0 --set scratch__lr=1e-3 \
-        --json > benchmarks/results/scratch_lr_1e-3.json   # a setting, judged on the selection split
+        --json > src/bertbook/results/scratch_lr_1e-3.json   # a setting, judged on the selection split
 """
 from __future__ import annotations
 
