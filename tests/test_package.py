@@ -40,7 +40,7 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_the_version_lives_in_pyproject_only():
     declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     assert bertbook.__version__ == declared == importlib.metadata.version("bertbook")
-    assert cache.package_version() == declared  # the cache keys use it
+    assert cache.package_version() == declared  # shown by `cache pack` and in downloads
     assert '__version__ = "' not in (ROOT / "src" / "bertbook" / "__init__.py").read_text()
 
 

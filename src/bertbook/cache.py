@@ -1,9 +1,21 @@
 """The checkpoint cache: train a model once, then every chapter loads it.
 
-A checkpoint is one safetensors file, `<root>/checkpoints/<name>-<key>.safetensors`, where `key`
-hashes everything that determines the weights: the training config, the data fingerprint, the
-checkpoints it was built from and the package version. Change any of them and the key changes,
-so a stale model is never loaded by mistake.
+A checkpoint is one safetensors file, `<root>/checkpoints/<name>-<key>.safetensors`. What its key
+covers (`bertbook.pipeline` builds it with `cache_key`):
+
+* the stage's name and the version of its recipe, the code that trains it (`bertbook.recipes`; a
+  test fails when that code changes and the version does not);
+* every setting of the stage that can change its weights (its dataclass of `bertbook.configs`,
+  less the fields it never reads), and its seed;
+* the data: a fingerprint of the corpus or data set's content and of how it is cut, and of the
+  tokenizer by its content (`tokenizer.tokenizer_digest`; chapter 4's also by `TOKENIZER_VERSION`);
+* the key of every stage it starts from (a teacher, a copied model), so a retrained upstream model
+  retrains what was built on it; and the Hugging Face name of MiniLM where MiniLM's weights are read;
+* `FORMAT_VERSION`, the layout of what is stored.
+
+Not covered: the versions of torch and of the other libraries, the CPU and its thread count. They
+change the last bits of a training run (float sums in another order), not what it is; the file
+records the torch version and CPU flags that made it (below) so that a reader can see them.
 
 Writes go to a temporary file in the same folder, then `os.replace` renames it into place (atomic
 on POSIX), so a run killed mid-write leaves the previous state; temporary files that a killed
@@ -82,9 +94,10 @@ def package_version() -> str:
 
 def cache_key(*parts: Any, length: int = 16) -> str:
     """A short sha256 of `parts` (JSON-serialisable: configs as dicts, fingerprints, other keys)
-    together with the package and format versions."""
+    together with the format version. The package's version is not in it: a release that leaves a
+    stage's recipe unchanged keeps its models (`bertbook.recipes` versions each recipe)."""
     try:
-        blob = json.dumps([package_version(), FORMAT_VERSION, *parts], sort_keys=True, default=_jsonable)
+        blob = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, default=_jsonable)
     except TypeError as e:
         raise TypeError(f"cache_key parts must be JSON-serialisable: {e}") from None
     return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -16,7 +16,8 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
 
 Each returns (model in eval mode, info): info holds the measured metrics, the training history,
 the seconds it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's
-settings, the data fingerprint, the upstream model's key and the package version. A stage missing
+settings, the version of its recipe (`bertbook.recipes`), the data's fingerprint (the tokenizer's
+content included) and the upstream model's key. A stage missing
 from the cache is fetched from `$BERTBOOK_CHECKPOINTS` when that lists it (`bertbook.share`),
 checked and loaded, before training is considered.
 
@@ -48,6 +49,7 @@ from .finetune import classifier_from_pretrained, evaluate_classifier, finetune,
 from .pipeline_data import (ClassificationData, PretrainingData, TransferData, classification_data, minilm,
                             pretraining_data, transfer_data)
 from .pretrain import pretrain
+from .recipes import recipe_version
 from .share import fetch_checkpoint
 from .training import seed_everything
 
@@ -125,8 +127,14 @@ def _cached_tensors(stage: str, key: str, build: Callable[[], Tuple[Dict[str, to
 
 
 
+def _stage_key(stage: str, recipe: str, *parts: Any) -> str:
+    """The cache key of `stage`: its name, the version of the recipe that trains it
+    (`bertbook.recipes`), then `parts` (its settings, the data's fingerprint, the upstream key, ...)."""
+    return cache_key(stage, {"recipe": recipe, "version": recipe_version(recipe)}, *parts)
+
+
 def _pretrain_key(cfg: ScaleConfig, data: PretrainingData) -> str:
-    return cache_key("pretrain", cfg.pretrain, data.fingerprint)
+    return _stage_key("pretrain", "pretrain", cfg.pretrain, data.fingerprint)
 
 
 def _pretraining_info(ev: Dict[str, float], data: PretrainingData) -> Info:
@@ -185,7 +193,7 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
         model.bert.load_state_dict(bert.state_dict())  # encoder and pooler; the heads stay fresh
         return _pretrain_with(model, t, data, cfg, progress)
 
-    return _cached("mlm-teacher", cache_key("mlm-teacher", t, data.fingerprint, HUB_NAME), build,
+    return _cached("mlm-teacher", _stage_key("mlm-teacher", "mlm-teacher", t, data.fingerprint, HUB_NAME), build,
                    cache_dir, retrain, progress)
 
 
@@ -229,7 +237,7 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
                          "history": hist, **dist.provenance(d.batch_size, cfg.grad_accum)}
 
     stage = "distill-mlm-only" if mlm_only else "distill"
-    return _cached(stage, cache_key(stage, d, tinfo["key"], seed), build, cache_dir, retrain, progress)
+    return _cached(stage, _stage_key(stage, "distill", d, tinfo["key"], seed), build, cache_dir, retrain, progress)
 
 
 def _scratch_settings(arm: str, cfg: ScaleConfig) -> Dict[str, Any]:
@@ -283,7 +291,7 @@ def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str
                          "history": hist, **dist.provenance(sc.batch_size, cfg.grad_accum)}
 
     stage = f"scratch-{arm}"
-    return _cached(stage, cache_key(stage, w, tinfo["key"], seed), build, cache_dir, retrain, progress)
+    return _cached(stage, _stage_key(stage, "scratch", w, tinfo["key"], seed), build, cache_dir, retrain, progress)
 
 
 # --------------------------------------------------------------------------- classification
@@ -301,7 +309,7 @@ def _teacher_key(cfg: ScaleConfig, data: ClassificationData) -> str:
     f = cfg.finetune
     settings = {k: getattr(f, k) for k in ("train_examples", "test_examples", "max_length", "batch_size",
                                            "epochs", "lr", "warmup", "pooling", "seed")}
-    return cache_key("teacher", settings, data.fingerprint, HUB_NAME)
+    return _stage_key("teacher", "teacher", settings, data.fingerprint, HUB_NAME)
 
 
 def finetuned_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
@@ -345,13 +353,13 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
                          "kd": kd, "seed": seed,
                          "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    key = cache_key("student", _student_settings(f), tinfo["key"], kd, seed)
+    key = _stage_key("student", "student", _student_settings(f), tinfo["key"], kd, seed)
     return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain, progress)
 
 
 def _teacher_logits_key(tinfo: Info, transfer: TransferData) -> str:
     # The teacher's key covers the data, the labelled reviews and their batches; add the transfer set.
-    return cache_key("teacher-logits", tinfo["key"], transfer.start, len(transfer.texts))
+    return _stage_key("teacher-logits", "teacher-logits", tinfo["key"], transfer.start, len(transfer.texts))
 
 
 def teacher_logits(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
@@ -407,7 +415,7 @@ def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_
                          "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
     settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
-    key = cache_key("student-transfer", settings, logits_key, pseudo_labels, seed)
+    key = _stage_key("student-transfer", "student-transfer", settings, logits_key, pseudo_labels, seed)
     return _cached("student-pseudo" if pseudo_labels else "student-transfer", key, build, cache_dir, retrain, progress)
 
 
@@ -432,7 +440,7 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "seed": seed,
                        "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    key = cache_key("random-init", _student_settings(f), data.fingerprint, seed)
+    key = _stage_key("random-init", "random-init", _student_settings(f), data.fingerprint, seed)
     return _cached("random-init", key, build, cache_dir, retrain, progress)
 
 

@@ -98,6 +98,7 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
     def make() -> PretrainingData:
         from .data import fingerprint, load_wiki_corpus
         from .masking import PretrainingCollator, PretrainingDataset
+        from .tokenizer import TOKENIZER_VERSION, tokenizer_digest
 
         corpus = load_wiki_corpus(p.corpus)
         if tokenizer == "wordpiece":
@@ -130,7 +131,10 @@ def pretraining_data(scale: Any = None, cache_dir: Optional[str] = None,
             selection = fixed_batches(sel, min(len(sel), n_eval))
         top = most_frequent_token((q.tokens_a + q.tokens_b for q in train.pairs), tok.all_special_ids)
         acc = constant_guess_accuracy(top, eval_batches, tok.mask_token_id)
-        fp = fingerprint(corpus) + f"-{tokenizer}-{len(tok)}-{p.max_train_docs}-{n_eval}-{p.selection_docs}"
+        # The tokenizer by its content (and, for chapter 4's, the version of its recipe): a changed
+        # tokenizer gives other ids, so every key built on these data changes with it.
+        tok_id = f"{tokenizer}-{tokenizer_digest(tok)}" + (f"-v{TOKENIZER_VERSION}" if tokenizer == "wordpiece" else "")
+        fp = fingerprint(corpus) + f"-{tok_id}-{len(tok)}-{p.max_train_docs}-{n_eval}-{p.selection_docs}"
         return PretrainingData(tok, train, eval_batches, tok.convert_ids_to_tokens(top), acc["all"], fp,
                                acc["mask"], train_eval, selection)
 
@@ -167,6 +171,7 @@ def classification_data(scale: Any = None) -> ClassificationData:
 
     def make() -> ClassificationData:
         from .data import fingerprint, load_rotten_tomatoes
+        from .tokenizer import tokenizer_digest
 
         rt = load_rotten_tomatoes()
         train = rt["train"] if f.train_examples is None else rt["train"].select(range(f.train_examples))
@@ -181,7 +186,8 @@ def classification_data(scale: Any = None) -> ClassificationData:
         train_ids = encode_texts(train["text"], tok, f.max_length)
         return ClassificationData(
             tok, make_batches(train_ids, train["label"], f.batch_size, tok.pad_token_id, seed=f.seed),
-            eval_batches(test), rt["train"].features["label"].names, fingerprint(rt), eval_batches(val))
+            eval_batches(test), rt["train"].features["label"].names,
+            f"{fingerprint(rt)}-minilm-{tokenizer_digest(tok)}", eval_batches(val))
 
     return _memo(json.dumps(["classification", f.train_examples, f.test_examples, f.max_length,
                              f.batch_size, f.seed]), make)

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
@@ -49,6 +49,20 @@ def _coverage_text(normalizer: normalizers.Normalizer) -> str:
     chars += list("\u2248\u2260\u2264\u2265\u221a\u221e\u2192\u2190\u2211\u222b\u2202")
     normed = {ch for c in chars for ch in normalizer.normalize_str(c) if not ch.isspace()}
     return " ".join(c + c for c in sorted(normed))
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """sha256 (16 hex digits) of everything a fast tokenizer maps text with: its vocabulary,
+    normaliser, pre-tokeniser, post-processor and special tokens (the backend's JSON). Two tokenizers
+    with one digest give the same ids for every text, so a model trained on one fits the other."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise TypeError(f"tokenizer_digest needs a fast (Rust-backed) tokenizer, got {type(tokenizer).__name__}")
+    state = json.loads(backend.to_str())
+    # Truncation and padding are per-call settings that the last call leaves behind, not the mapping.
+    state.pop("truncation", None), state.pop("padding", None)
+    blob = json.dumps([state, tokenizer.all_special_tokens], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def train_wordpiece(
