@@ -9,6 +9,7 @@ so that a slow spell of a shared machine falls on all of them rather than on one
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -23,9 +24,13 @@ Predict = Callable[[Batch], Tensor]  # a batch dict -> logits (B, C)
 
 
 def torch_predict(model: nn.Module) -> Predict:
-    """Our classifier (float or int8) as a batch -> logits function, run in eval mode without
+    """Our classifier (float or int8) as a batch -> logits function on the CPU (this harness
+    measures CPU accuracy and latency; the batches are CPU tensors), run in eval mode without
     autograd. The model's own mode is left as it is: a model in training mode is switched to eval
-    for each call and back."""
+    for each call and back. A model with parameters off the CPU (on a GPU, as the pipeline returns
+    them there) is left where it is: a CPU copy in eval mode, made here, is run instead."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu().eval()
 
     def predict(batch: Batch) -> Tensor:
         # a model already in eval mode (the usual case) is timed without the switch

@@ -21,7 +21,7 @@ from .batching import Batch, encode_texts, make_batches  # noqa: F401  (chapter 
 from .bert import BertForSequenceClassification, BertModel, check_class_labels
 from .distill import check_temperature, classification_kd_loss, soft_target_loss
 from . import distributed as dist
-from .device import to_device
+from .device import evaluating, to_device
 from .training import History, RunningMetrics, TrainStep, seed_everything
 
 def classifier_from_pretrained(bert: Union[BertModel, "DistilBertModel"], num_labels: int = 2,
@@ -57,14 +57,16 @@ def _forward(model: nn.Module, batch: Mapping[str, Tensor]):
 @torch.no_grad()
 def predict_logits(model: nn.Module, batches: Sequence[Mapping[str, Tensor]],
                    device: Optional[Union[str, torch.device]] = None) -> Tensor:
-    """(N, C) logits in example order (by each batch's `index`), in eval mode."""
+    """(N, C) logits on the CPU in example order (by each batch's `index`), run in eval mode on
+    `device` (default: the model's). The batches may be anywhere: they are moved to that device.
+    Afterwards the caller's model is back on its device, in its mode."""
     device = next(model.parameters()).device if device is None else torch.device(device)
-    model.to(device).eval()
     rows, idx = [], []
-    for b in batches:
-        b = to_device(b, device)
-        rows.append(_forward(model, b).logits.float().cpu())
-        idx.append(b["index"].cpu())
+    with evaluating([model], device):
+        for b in batches:
+            b = to_device(b, device)
+            rows.append(_forward(model, b).logits.float().cpu())
+            idx.append(b["index"].cpu())
     if not rows:
         raise ValueError("predict_logits got no batches")
     logits, idx = torch.cat(rows), torch.cat(idx)
@@ -75,7 +77,8 @@ def predict_logits(model: nn.Module, batches: Sequence[Mapping[str, Tensor]],
 
 def evaluate_classifier(model: nn.Module, batches: Sequence[Mapping[str, Tensor]],
                         device: Optional[Union[str, torch.device]] = None) -> float:
-    """Accuracy over the batches' `labels`."""
+    """Accuracy over the batches' `labels` (by `predict_logits`: inputs moved to the model's
+    device, the model left as it was)."""
     correct = total = 0
     logits = predict_logits(model, batches, device)
     for b in batches:

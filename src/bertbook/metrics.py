@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .device import to_device
+from .device import evaluating, to_device
 from .masking import IGNORE_INDEX
 
 Batch = Mapping[str, Tensor]
@@ -57,9 +57,17 @@ def evaluate_pretraining(model: nn.Module, batches: Iterable[Batch],
 
     Works for DistilBertForMaskedLM too (batch keys it does not take, token types and NSP labels,
     are dropped). Use batches masked once with a fixed seed, so that every evaluation sees the
-    same masks."""
+    same masks.
+
+    Runs in eval mode on `device` (default: the model's); the batches are moved there, and
+    afterwards the caller's model is back on its device, in its mode."""
     device = next(model.parameters()).device if device is None else torch.device(device)
-    model.to(device).eval()
+    with evaluating([model], device):
+        return _evaluate_pretraining(model, batches, device, mask_token_id)
+
+
+def _evaluate_pretraining(model: nn.Module, batches: Iterable[Batch], device: torch.device,
+                          mask_token_id: Optional[int]) -> Dict[str, float]:
     accepted = set(inspect.signature(model.forward).parameters)
     sums: Dict[str, float] = Counter()
     for batch in batches:

@@ -14,10 +14,17 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
                          (pseudo_labels=True: its hard labels, the control)
     random_init_classifier   the same 3-layer shape from random weights: the control
 
-Each returns (model in eval mode, info): info holds the measured metrics, the training history,
-the seconds it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's
-settings, the version of its recipe (`bertbook.recipes`), the data's fingerprint (the tokenizer's
-content included) and the upstream model's key. A stage missing
+Each returns (model, info). The model is in eval mode and on `model_device()` (CUDA when there is a
+GPU, else the CPU: `bertbook.device.get_device()`), whether it was trained in this process or
+loaded from the cache: the same code runs after either. Feed it tensors on its device
+(`next(model.parameters()).device`); the package's inference helpers (`fill_mask`, `predict_logits`,
+`evaluate_classifier`, `PretrainingData.evaluate`, `viz.attentions_for`) move their inputs there
+themselves, and the CPU measurements (`report.measure_latency`, `benchmark.torch_predict`) run on
+the CPU; all of them leave the model on its device, in its mode. info holds the measured metrics
+(measured where training left the model, before it is moved), the training history, the seconds
+it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's settings, the
+version of its recipe (`bertbook.recipes`), the data's fingerprint (the tokenizer's content
+included) and the upstream model's key. A stage missing
 from the cache is fetched from `$BERTBOOK_CHECKPOINTS` when that lists it (`bertbook.share`),
 checked and loaded, before training is considered.
 
@@ -42,6 +49,7 @@ from .cache import (CACHE_HINT, CacheWriteWarning, cache_key, check_writable, ch
                     save_checkpoint)
 from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
                       ScaleConfig, as_scale_config)
+from .device import get_device
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher,
                          student_layers)
 from .distill import distill
@@ -59,6 +67,14 @@ MODEL_NAMES = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only
                "scratch-student-distilled", "scratch-student-attention", "teacher", "student",
                "student-no-kd", "student-transfer", "student-pseudo", "random-init")
 Info = Dict[str, Any]
+
+
+def model_device() -> torch.device:
+    """The one device on which every stage returns its model, trained here or loaded: CUDA when
+    present (then Apple's MPS), else the CPU, as `bertbook.device.get_device()` chooses; training
+    runs on the same device by default."""
+    return get_device()
+
 
 def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], cache_dir: Optional[str],
                    retrain: bool, restore: Callable[[Dict[str, torch.Tensor], Info], Any],
@@ -104,7 +120,9 @@ def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], 
 
 def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
             cache_dir: Optional[str], retrain: bool, progress: bool = True) -> Tuple[nn.Module, Info]:
-    """A model stage: load `<stage>-<key>` from the cache, else `build()` it and save it."""
+    """A model stage: load `<stage>-<key>` from the cache, else `build()` it and save it. Either
+    way the model is returned in eval mode on `model_device()` (a trained one is saved first, from
+    wherever training left it; a loaded one comes off the disk on the CPU)."""
     def restore(state: Dict[str, torch.Tensor], info: Info) -> nn.Module:
         model = MODEL_CLASSES[info["class"]](BertConfig.from_dict(info["model_config"]))
         model.load_state_dict(state)
@@ -115,7 +133,7 @@ def _cached(stage: str, key: str, build: Callable[[], Tuple[nn.Module, Info]],
         return model.state_dict()
 
     model, info = _load_or_build(stage, key, build, cache_dir, retrain, restore, tensors_of, progress)
-    return model.eval(), info
+    return model.to(model_device()).eval(), info
 
 
 def _cached_tensors(stage: str, key: str, build: Callable[[], Tuple[Dict[str, torch.Tensor], Info]],
@@ -202,14 +220,16 @@ def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: O
     """The MLM teacher's layers `layers` (default: the distill settings', where None means every
     other teacher layer, `distilbert.default_student_layers`) copied into a DistilBERT,
     not trained: the control that shows what initialisation alone gives. Cheap, so not cached.
-    info: the held-out metrics, as the stages'."""
+    Returned in eval mode on `model_device()`, as the stages' models are (its metrics are measured
+    on the CPU, where the copy is built). info: the held-out metrics, as the stages'."""
     cfg = as_scale_config(scale)
     teacher, _ = mlm_teacher(cfg, cache_dir, progress=progress)
     # None here means the distill settings' layers; None there, every other teacher layer
     layers = student_layers(cfg.distill.layers if layers is None else layers, teacher.config.num_hidden_layers)
     data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
     student = student_from_teacher(teacher, layers).eval()
-    return student, {**_pretraining_info(data.evaluate(student), data), "layers": layers}
+    info = {**_pretraining_info(data.evaluate(student), data), "layers": layers}
+    return student.to(model_device()).eval(), info
 
 
 def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_only: bool = False,
@@ -453,7 +473,8 @@ MLM_MODELS = ("pretrained", "mlm-teacher", "mlm-student", "mlm-student-mlm-only"
 
 def get_model(name: str, scale: Any = None, cache_dir: Optional[str] = None,
               progress: bool = True) -> Tuple[nn.Module, Info]:
-    """One of MODEL_NAMES by name (trains it and what it needs if not cached)."""
+    """One of MODEL_NAMES by name (trains it and what it needs if not cached), in eval mode on
+    `model_device()`, as every stage returns it."""
     stages = {
         "pretrained": lambda: pretrained_teacher(scale, cache_dir, progress=progress),
         "mlm-teacher": lambda: mlm_teacher(scale, cache_dir, progress=progress),

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .attention import keep_mask
+from .device import evaluating
 
 Attentions = Union[Tensor, Sequence[Tensor]]
 
@@ -92,13 +93,15 @@ def attention_pattern_scores(
 
 @torch.no_grad()
 def attentions_for(model, tokenizer, texts: Sequence[str], max_length: int = 64):
-    """Run `model` (eval mode, on its device) on `texts`, padded to the longest and truncated at
-    `max_length`. Returns (encoding with input_ids and attention_mask on the CPU, list of Ly
-    (B, H, L, L) attention tensors on the CPU)."""
+    """Run `model` in eval mode on its own device (the inputs are moved there) on `texts`, padded
+    to the longest and truncated at `max_length`; the caller's model keeps its mode. Returns
+    (encoding with input_ids and attention_mask on the CPU, list of Ly (B, H, L, L) attention
+    tensors on the CPU)."""
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     device = next(model.parameters()).device
-    out = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                output_attentions=True)
+    with evaluating([model]):
+        out = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                    output_attentions=True)
     return enc, [a.float().cpu() for a in out.attentions]
 
 
