@@ -14,13 +14,13 @@ and cached: so every chapter runs standalone, and the CLI's `report` and the not
                          (pseudo_labels=True: its hard labels, the control)
     random_init_classifier   the same 3-layer shape from random weights: the control
 
-Each returns (model, info). The model is in eval mode and on `model_device()` (CUDA when there is a
-GPU, else the CPU: `bertbook.device.get_device()`), whether it was trained in this process or
-loaded from the cache: the same code runs after either. Feed it tensors on its device
-(`next(model.parameters()).device`); the package's inference helpers (`fill_mask`, `predict_logits`,
-`evaluate_classifier`, `PretrainingData.evaluate`, `viz.attentions_for`) move their inputs there
-themselves, and the CPU measurements (`report.measure_latency`, `benchmark.torch_predict`) run on
-the CPU; all of them leave the model on its device, in its mode. info holds the measured metrics
+Each returns (model, info). The model is in eval mode and on the CPU (`model_device()`), whether
+it was trained in this process (on a GPU, if there is one) or loaded from the cache: the same code
+runs after either, and the chapters' examples, which make their tensors on the CPU, work on any
+machine. For heavy inference on a GPU, move it there yourself; the package's inference helpers
+(`fill_mask`, `predict_logits`, `evaluate_classifier`, `PretrainingData.evaluate`,
+`viz.attentions_for`) move their inputs to the model's device, and the CPU measurements
+(`report.measure_latency`, `benchmark.torch_predict`) run on the CPU; all of them leave the model on its device, in its mode. info holds the measured metrics
 (measured where training left the model, before it is moved), the training history, the seconds
 it took, the cache key and `cached` (True when loaded). Cache keys hash the stage's settings, the
 version of its recipe (`bertbook.recipes`), the data's fingerprint (the tokenizer's content
@@ -70,10 +70,10 @@ Info = Dict[str, Any]
 
 
 def model_device() -> torch.device:
-    """The one device on which every stage returns its model, trained here or loaded: CUDA when
-    present (then Apple's MPS), else the CPU, as `bertbook.device.get_device()` chooses; training
-    runs on the same device by default."""
-    return get_device()
+    """The one device on which every stage returns its model, trained here or loaded: the CPU.
+    Training runs on `bertbook.device.get_device()` (a GPU when there is one); the model returned
+    is where a loaded one would be, so that a cell works whether the stage was trained or cached."""
+    return torch.device("cpu")
 
 
 def _load_or_build(stage: str, key: str, build: Callable[[], Tuple[Any, Info]], cache_dir: Optional[str],
