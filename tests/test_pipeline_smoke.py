@@ -72,6 +72,12 @@ def test_chain_trains_then_loads_from_cache(cache_dir, tmp_path, capsys):
     assert res["cached"]["pretrain"] and res["cached"]["mlm_teacher"] and res["cached"]["distill"]
     assert res["cached"]["distill_mlm_only"] and not res["cached"]["teacher"]
 
+    # The chain's checkpoints are the ones chain_keys names from the settings alone, without training.
+    import os
+    files = sorted(os.listdir(os.path.join(cache_dir, "checkpoints")))
+    on_disk = dict(f[:-len(".safetensors")].rsplit("-", 1) for f in files if f.endswith(".safetensors"))
+    assert on_disk == pipeline.chain_keys(cfg, cache_dir), files
+
     again, info = pipeline.pretrained_teacher(cfg, cache_dir, progress=False)
     assert info["cached"] and info["heldout_mask_accuracy"] == pre["heldout_mask_accuracy"]
     for (k, v), w in zip(teacher.state_dict().items(), again.state_dict().values()):

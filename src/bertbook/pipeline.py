@@ -155,6 +155,21 @@ def _pretrain_key(cfg: ScaleConfig, data: PretrainingData) -> str:
     return _stage_key("pretrain", "pretrain", cfg.pretrain, data.fingerprint)
 
 
+def _mlm_teacher_key(cfg: ScaleConfig, data: PretrainingData) -> str:
+    from .hf import MINILM_HUB_NAME
+    return _stage_key("mlm-teacher", "mlm-teacher", cfg.mlm_teacher, data.fingerprint, MINILM_HUB_NAME)
+
+
+def _distill_key(cfg: ScaleConfig, teacher_key: str, mlm_only: bool, seed: int) -> Tuple[str, str]:
+    stage = "distill-mlm-only" if mlm_only else "distill"
+    return stage, _stage_key(stage, "distill", cfg.distill, teacher_key, seed)
+
+
+def _scratch_key(cfg: ScaleConfig, arm: str, teacher_key: str, seed: int) -> Tuple[str, str]:
+    stage = f"scratch-{arm}"
+    return stage, _stage_key(stage, "scratch", _scratch_settings(arm, cfg), teacher_key, seed)
+
+
 def _pretraining_info(ev: Dict[str, float], data: PretrainingData) -> Info:
     """The info of an MLM stage: every metric of `PretrainingData.evaluate` as `heldout_*` (held
     out), `train_*` (fixed training batches) or `selection_*`, and the unigram baseline."""
@@ -198,8 +213,6 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
     """The real MiniLM-L6-H384 with a fresh MLM head (tied to its word embeddings) and NSP head,
     further pretrained on the Wikipedia sample with its own tokenizer (continued pretraining):
     chapter 6's teacher. info: as `pretrained_teacher`'s."""
-    from .hf import MINILM_HUB_NAME as HUB_NAME
-
     cfg = as_scale_config(scale)
     t = cfg.mlm_teacher
     data = pretraining_data(cfg, cache_dir, tokenizer="minilm")
@@ -211,8 +224,7 @@ def mlm_teacher(scale: Any = None, cache_dir: Optional[str] = None, retrain: boo
         model.bert.load_state_dict(bert.state_dict())  # encoder and pooler; the heads stay fresh
         return _pretrain_with(model, t, data, cfg, progress)
 
-    return _cached("mlm-teacher", _stage_key("mlm-teacher", "mlm-teacher", t, data.fingerprint, HUB_NAME), build,
-                   cache_dir, retrain, progress)
+    return _cached("mlm-teacher", _mlm_teacher_key(cfg, data), build, cache_dir, retrain, progress)
 
 
 def copied_student(scale: Any = None, cache_dir: Optional[str] = None, layers: Optional[Sequence[int]] = None,
@@ -256,8 +268,8 @@ def distilled_student(scale: Any = None, cache_dir: Optional[str] = None, mlm_on
                          "seed": seed, "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
                          "history": hist, **dist.provenance(d.batch_size, cfg.grad_accum)}
 
-    stage = "distill-mlm-only" if mlm_only else "distill"
-    return _cached(stage, _stage_key(stage, "distill", d, tinfo["key"], seed), build, cache_dir, retrain, progress)
+    stage, key = _distill_key(cfg, tinfo["key"], mlm_only, seed)
+    return _cached(stage, key, build, cache_dir, retrain, progress)
 
 
 def _scratch_settings(arm: str, cfg: ScaleConfig) -> Dict[str, Any]:
@@ -310,8 +322,8 @@ def scratch_student(scale: Any = None, cache_dir: Optional[str] = None, arm: str
                          "teacher_heldout_mask_accuracy": tinfo["heldout_mask_accuracy"],
                          "history": hist, **dist.provenance(sc.batch_size, cfg.grad_accum)}
 
-    stage = f"scratch-{arm}"
-    return _cached(stage, _stage_key(stage, "scratch", w, tinfo["key"], seed), build, cache_dir, retrain, progress)
+    stage, key = _scratch_key(cfg, arm, tinfo["key"], seed)
+    return _cached(stage, key, build, cache_dir, retrain, progress)
 
 
 # --------------------------------------------------------------------------- classification
@@ -373,13 +385,27 @@ def finetuned_student(scale: Any = None, cache_dir: Optional[str] = None, kd: bo
                          "kd": kd, "seed": seed,
                          "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    key = _stage_key("student", "student", _student_settings(f), tinfo["key"], kd, seed)
+    key = _student_key(f, tinfo["key"], kd, seed)
     return _cached("student" if kd else "student-no-kd", key, build, cache_dir, retrain, progress)
+
+
+def _student_key(f: FinetuneSettings, teacher_key: str, kd: bool, seed: int) -> str:
+    return _stage_key("student", "student", _student_settings(f), teacher_key, kd, seed)
 
 
 def _teacher_logits_key(tinfo: Info, transfer: TransferData) -> str:
     # The teacher's key covers the data, the labelled reviews and their batches; add the transfer set.
     return _stage_key("teacher-logits", "teacher-logits", tinfo["key"], transfer.start, len(transfer.texts))
+
+
+def _transfer_key(f: FinetuneSettings, transfer: TransferData, logits_key: str, pseudo_labels: bool,
+                  seed: int) -> str:
+    settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
+    return _stage_key("student-transfer", "student-transfer", settings, logits_key, pseudo_labels, seed)
+
+
+def _random_init_key(f: FinetuneSettings, data: ClassificationData, seed: int) -> str:
+    return _stage_key("random-init", "random-init", _student_settings(f), data.fingerprint, seed)
 
 
 def teacher_logits(scale: Any = None, cache_dir: Optional[str] = None, retrain: bool = False,
@@ -434,8 +460,7 @@ def transfer_student(scale: Any = None, cache_dir: Optional[str] = None, pseudo_
                          "seed": seed, "teacher_logits_key": logits_key,
                          "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    settings = {**_student_settings(f), "transfer_examples": len(transfer.texts)}  # None and its count: one key
-    key = _stage_key("student-transfer", "student-transfer", settings, logits_key, pseudo_labels, seed)
+    key = _transfer_key(f, transfer, logits_key, pseudo_labels, seed)
     return _cached("student-pseudo" if pseudo_labels else "student-transfer", key, build, cache_dir, retrain, progress)
 
 
@@ -460,8 +485,38 @@ def random_init_classifier(scale: Any = None, cache_dir: Optional[str] = None, s
         return model, {"test_accuracy": evaluate_classifier(model, data.test_batches), "seed": seed,
                        "history": hist, **dist.provenance(f.batch_size, cfg.grad_accum)}
 
-    key = _stage_key("random-init", "random-init", _student_settings(f), data.fingerprint, seed)
+    key = _random_init_key(f, data, seed)
     return _cached("random-init", key, build, cache_dir, retrain, progress)
+
+
+# --------------------------------------------------------------------------- the chain's keys
+
+
+def chain_keys(scale: Any = None, cache_dir: Optional[str] = None) -> Dict[str, str]:
+    """{checkpoint name: key} of every stage the chain trains (`bertbook.report`), computed from the
+    settings and the data alone, without training or loading anything: the names the cache's files
+    get (`<name>-<key>.safetensors`). `book/checkpoints.json` lists the same names and keys."""
+    from .configs import CHAIN_SCRATCH_ARMS
+
+    cfg = as_scale_config(scale)
+    f = cfg.finetune
+    wiki, mini = pretraining_data(cfg, cache_dir), pretraining_data(cfg, cache_dir, tokenizer="minilm")
+    reviews, transfer = classification_data(cfg), transfer_data(cfg)
+    keys = {"pretrain": _pretrain_key(cfg, wiki), "mlm-teacher": _mlm_teacher_key(cfg, mini)}
+    for mlm_only in (False, True):
+        stage, key = _distill_key(cfg, keys["mlm-teacher"], mlm_only, cfg.distill.seed)
+        keys[stage] = key
+    for arm in CHAIN_SCRATCH_ARMS:
+        stage, key = _scratch_key(cfg, arm, keys["mlm-teacher"], cfg.scratch.seed)
+        keys[stage] = key
+    keys["teacher"] = _teacher_key(cfg, reviews)
+    keys["student"] = _student_key(f, keys["teacher"], True, f.seed)
+    keys["student-no-kd"] = _student_key(f, keys["teacher"], False, f.seed)
+    keys["teacher-logits"] = logits_key = _teacher_logits_key({"key": keys["teacher"]}, transfer)
+    keys["student-transfer"] = _transfer_key(f, transfer, logits_key, False, f.seed)
+    keys["student-pseudo"] = _transfer_key(f, transfer, logits_key, True, f.seed)
+    keys["random-init"] = _random_init_key(f, reviews, f.seed)
+    return keys
 
 
 # --------------------------------------------------------------------------- by name
