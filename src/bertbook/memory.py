@@ -17,7 +17,7 @@ and heads' own activations, so read it as a floor, to the nearest gigabyte.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from .bert import BertConfig
 
@@ -39,7 +39,7 @@ def layer_activation_bytes(config: BertConfig, batch: int, seq_len: int) -> floa
 
 
 def training_memory(config: BertConfig, batch: int, seq_len: int, mlm: bool = True,
-                    teacher: BertConfig = None) -> Dict[str, float]:
+                    teacher: Optional[BertConfig] = None) -> Dict[str, float]:
     """The estimate, in bytes, of training a model of `config` on batches of `batch` x `seq_len`
     tokens: {"state", "activations", "logits", "total"}. `mlm`: the loss has vocabulary-sized
     logits at the masked positions; `teacher`: a frozen teacher runs beside it (distillation)."""

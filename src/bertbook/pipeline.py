@@ -47,9 +47,8 @@ from . import distributed as dist
 from .bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from .cache import (CACHE_HINT, CacheWriteWarning, cache_key, check_writable, checkpoint_path, load_checkpoint,
                     save_checkpoint)
-from .configs import (SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
+from .configs import (CHAIN_SCRATCH_ARMS, SCRATCH_ARMS, TRANSFER_FIELDS, FinetuneSettings, MLMTeacherSettings, PretrainSettings,
                       ScaleConfig, as_scale_config)
-from .device import get_device
 from .distilbert import (DistilBertForMaskedLM, DistilBertForSequenceClassification, student_from_teacher,
                          student_layers)
 from .distill import distill
@@ -496,8 +495,6 @@ def chain_keys(scale: Any = None, cache_dir: Optional[str] = None) -> Dict[str, 
     """{checkpoint name: key} of every stage the chain trains (`bertbook.report`), computed from the
     settings and the data alone, without training or loading anything: the names the cache's files
     get (`<name>-<key>.safetensors`). `book/checkpoints.json` lists the same names and keys."""
-    from .configs import CHAIN_SCRATCH_ARMS
-
     cfg = as_scale_config(scale)
     f = cfg.finetune
     wiki, mini = pretraining_data(cfg, cache_dir), pretraining_data(cfg, cache_dir, tokenizer="minilm")
