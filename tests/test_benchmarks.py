@@ -1,4 +1,5 @@
 """The GPU benchmark script runs end to end on the CPU at a tiny size (its figures are not checked)."""
+import json
 import os
 import sys
 
@@ -201,3 +202,39 @@ def test_first_guesses_counts_answers_at_mask_positions_only():
     data = types.SimpleNamespace(eval_batches=[batch], mask_token_id=3, tokenizer=tokenizer)
     out = scratch_distill_seeds.first_guesses(Answers(), data)
     assert out == {"distinct_guesses": 1, "top_guess": "tok7", "top_guess_share": 1.0}
+
+
+def test_finetune_settings_chooses_on_validation(tmp_path, monkeypatch):
+    import finetune_settings
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    out = tmp_path / "settings.json"
+    res = finetune_settings.main(["--scale", "tiny", "--rows", "alpha", "pooling", "--out", str(out)])
+    assert [r["name"] for r in res["rows"]] == ["alpha", "pooling"]
+    for row in res["rows"]:
+        judged = row["judged_on"]
+        best = max(row["tried"], key=lambda t: t[judged]["validation"])
+        assert row["validation_choice"] == best["value"]
+        assert row["pipeline_value"] in [t["value"] for t in row["tried"]]
+        for t in row["tried"]:
+            for m in row["models"]:
+                assert len(t[m]["seeds"]) == (1 if m == "teacher" else len(row["seeds"])) and 0 <= t[m]["validation"] <= 1 and 0 <= t[m]["test"] <= 1
+    assert res["rows"][0]["seeds"] == [0, 1, 2] and res["rows"][1]["models"] == ["teacher", "student"]
+    assert json.loads(out.read_text()) == res
+
+
+def test_finetune_settings_refuses_a_row_without_the_pipelines_value(monkeypatch):
+    import finetune_settings
+    monkeypatch.setattr(finetune_settings, "ROWS", [("alpha", "alpha", [0.3, 0.5], ("student",), [0])])
+    with pytest.raises(SystemExit, match="pipeline's value 0.1 is not among"):
+        finetune_settings.main(["--scale", "tiny"])
+
+
+def test_chapter7_settings_file_matches_the_pipeline():
+    # The file chapter 7 reads: every row tried the value the cpu configuration uses.
+    from bertbook import results
+    from bertbook.configs import get_scale_config
+    f = get_scale_config("cpu").finetune
+    rows = results.load("finetune_settings.json")["rows"]
+    assert {r["field"] for r in rows} == {"epochs", "student_lr", "alpha", "temperature", "random_init_lr", "pooling"}
+    for r in rows:
+        assert r["pipeline_value"] == getattr(f, r["field"]), r["name"]

@@ -36,7 +36,7 @@ def test_the_chapters_files_are_there():
                  "mlm_distill_seeds_layers_025.json", "mlm_distill_alpha_ce2.json", "mlm_distill_T1.json",
                  "mlm_distill_downstream_steps200.json", "scratch_distill_seeds.json", "scratch_ablation.json",
                  "scratch_last_layer.json", "scratch_distill_downstream.json", "distill_transfer_seeds.json",
-                 "distill_transfer_curve.json", "ddp_throughput.json"):
+                 "distill_transfer_curve.json", "ddp_throughput.json", "finetune_settings.json"):
         assert name in results.names(), name
 
 
