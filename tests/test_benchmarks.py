@@ -238,3 +238,15 @@ def test_chapter7_settings_file_matches_the_pipeline():
     assert {r["field"] for r in rows} == {"epochs", "student_lr", "alpha", "temperature", "random_init_lr", "pooling"}
     for r in rows:
         assert r["pipeline_value"] == getattr(f, r["field"]), r["name"]
+
+
+def test_teacher_step_cost_runs_and_freezes_the_lower_half(tmp_path, monkeypatch):
+    import teacher_step_cost
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = teacher_step_cost.main(["--scale", "tiny", "--variants", "chain", "frozen", "--warmup", "1",
+                                  "--steps", "1", "--json"])
+    chain, frozen = res["variants"]["chain"], res["variants"]["frozen"]
+    assert chain["s_per_step"] > 0 and chain["vs_chain"] == 1
+    assert 0 < frozen["trainable_parameters"] < chain["trainable_parameters"]
+    with pytest.raises(SystemExit):
+        teacher_step_cost.main(["--scale", "tiny", "--steps", "0"])
