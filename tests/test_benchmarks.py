@@ -250,3 +250,11 @@ def test_teacher_step_cost_runs_and_freezes_the_lower_half(tmp_path, monkeypatch
     assert 0 < frozen["trainable_parameters"] < chain["trainable_parameters"]
     with pytest.raises(SystemExit):
         teacher_step_cost.main(["--scale", "tiny", "--steps", "0"])
+
+
+def test_teacher_step_cost_full_scores_the_variant(tmp_path, monkeypatch):
+    import teacher_step_cost
+    monkeypatch.setenv("BERTBOOK_CACHE", str(tmp_path))
+    res = teacher_step_cost.main(["--scale", "tiny", "--variants", "frozen", "--full", "--json"])
+    frozen = res["variants"]["frozen"]
+    assert frozen["steps"] > 0 and 0 <= frozen["heldout_mask_accuracy"] <= 1 and 0 <= frozen["unigram_mask_accuracy"] <= 1
